@@ -1,0 +1,3 @@
+from autellix.cli import main
+
+raise SystemExit(main())

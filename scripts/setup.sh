@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine: a virtual environment in .venv with autellix and its test
+# tools, and redis-server from Debian's packages when it is missing (integration tests need it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${AUTELLIX_VENV:-.venv}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating virtual environment in $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+stamp="$VENV/.autellix-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing autellix and its dependencies into $VENV"
+  "$VENV/bin/pip" install -q -e ".[dev]"
+  touch "$stamp"
+fi
+
+if [ "${AUTELLIX_SKIP_REDIS_INSTALL:-0}" != 1 ] && ! command -v redis-server >/dev/null 2>&1; then
+  echo "setup: installing redis-server from Debian's packages"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
