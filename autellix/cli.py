@@ -54,7 +54,7 @@ def _resolve(target: str) -> object:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autellix",
-        description="Program-aware serving for LLM agents: proxy, sidecars, simulated engines and benchmarks.",
+        description="Program-aware serving for LLM agents: proxy, sidecars, simulated engines, benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"autellix {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -115,7 +115,9 @@ def _read_yaml(path: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SettingsError(f"config file {path!r} must hold a mapping of settings, not {type(data).__name__}")
+        raise SettingsError(
+            f"config file {path!r} must hold a mapping of settings, not {type(data).__name__}"
+        )
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 

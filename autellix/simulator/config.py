@@ -15,9 +15,9 @@ class SimEngineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AUTELLIX_", extra="forbid")
 
-    profile: Literal["a100-llama3-8b", "h100-llama3-8b", "a100-llama3-70b-tp4", "h100-llama3-70b-tp4", "unit"] = (
-        Field("a100-llama3-8b", description="step-time profile (GPU and model) to imitate")
-    )
+    profile: Literal[
+        "a100-llama3-8b", "h100-llama3-8b", "a100-llama3-70b-tp4", "h100-llama3-70b-tp4", "unit"
+    ] = Field("a100-llama3-8b", description="step-time profile (GPU and model) to imitate")
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind (0 picks a free one)")
     model_name: str = Field("sim-llama", description="model name served on /v1/models")

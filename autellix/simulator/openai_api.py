@@ -1,0 +1,270 @@
+"""The slice of vLLM's OpenAI-compatible API that the simulated engine speaks (no IO here).
+
+Request bodies are validated with pydantic models shaped like vLLM's own (unknown fields are accepted and
+ignored, as vLLM does); problems become :class:`ApiError` with the status and OpenAI-style error JSON
+that vLLM returns (``{"error": {"message", "type", "param", "code"}}``). Responses and SSE chunks are
+built by plain functions so the server only moves bytes.
+
+Fields that matter to scheduling: ``max_tokens`` (``max_completion_tokens`` on chat), ``ignore_eos``
+(forces the output to exactly ``max_tokens``, as vLLM's benchmarks use it), ``priority`` (int, lower
+first; ignored on an FCFS server, as vLLM 0.32 does), ``stream`` with ``stream_options.include_usage``,
+``return_token_ids``, and token-id prompts on completions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator
+
+
+class ApiError(Exception):
+    """An error answered to the client as OpenAI-style JSON."""
+
+    def __init__(
+        self, message: str, status: int = 400, error_type: str = "BadRequestError", param: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.status,
+            }
+        }
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class _SamplingFields(BaseModel):
+    """Fields shared by chat and completions requests."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    max_tokens: StrictInt | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = False
+    priority: StrictInt = 0
+    return_token_ids: bool | None = False
+    n: StrictInt = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    min_tokens: StrictInt = 0
+
+    @field_validator("n")
+    @classmethod
+    def _only_one_choice(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("the simulated engine serves n=1 only")
+        return value
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage]
+    max_completion_tokens: StrictInt | None = None
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | list[StrictInt] | list[str] | list[list[StrictInt]]
+
+
+def _loc(error: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in error.get("loc", ()) if not isinstance(p, int) or p == 0) or "body"
+
+
+def parse_request(
+    kind: Literal["chat", "completion"], raw: bytes
+) -> ChatCompletionRequest | CompletionRequest:
+    """Validate a request body; raise :class:`ApiError` (400) with a message naming the field."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError("Request body must be a JSON object")
+    model: type[ChatCompletionRequest | CompletionRequest] = (
+        ChatCompletionRequest if kind == "chat" else CompletionRequest
+    )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = _loc(dict(first))
+        raise ApiError(f"{field}: {first['msg']}", param=field.split(".")[0]) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What the server hands back when a request ends; feeds the final response or the last chunks."""
+
+    request_id: str
+    created: int
+    model: str
+    text: str
+    token_ids: list[int]
+    prompt_token_ids: list[int]
+    finish_reason: str
+    num_cached_tokens: int
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+    }
+
+
+def chat_response(done: Completion, return_token_ids: bool) -> dict[str, Any]:
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": {"role": "assistant", "content": done.text, "tool_calls": []},
+        "logprobs": None,
+        "finish_reason": done.finish_reason,
+        "stop_reason": None,
+    }
+    if return_token_ids:
+        choice["token_ids"] = done.token_ids
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-{done.request_id}",
+        "object": "chat.completion",
+        "created": done.created,
+        "model": done.model,
+        "choices": [choice],
+        "usage": usage(len(done.prompt_token_ids), len(done.token_ids), done.num_cached_tokens),
+    }
+    if return_token_ids:
+        body["prompt_token_ids"] = done.prompt_token_ids
+    return body
+
+
+def completion_response(done: Completion, return_token_ids: bool) -> dict[str, Any]:
+    choice: dict[str, Any] = {
+        "index": 0,
+        "text": done.text,
+        "logprobs": None,
+        "finish_reason": done.finish_reason,
+        "stop_reason": None,
+    }
+    if return_token_ids:
+        choice["token_ids"] = done.token_ids
+        choice["prompt_token_ids"] = done.prompt_token_ids
+    return {
+        "id": f"cmpl-{done.request_id}",
+        "object": "text_completion",
+        "created": done.created,
+        "model": done.model,
+        "choices": [choice],
+        "usage": usage(len(done.prompt_token_ids), len(done.token_ids), done.num_cached_tokens),
+    }
+
+
+def sse(payload: dict[str, Any] | str) -> bytes:
+    """One server-sent event line pair, as vLLM writes them."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHeader:
+    """Identity shared by every chunk of one streamed response."""
+
+    kind: Literal["chat", "completion"]
+    request_id: str
+    created: int
+    model: str
+
+    def _base(self) -> dict[str, Any]:
+        if self.kind == "chat":
+            return {
+                "id": f"chatcmpl-{self.request_id}",
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+            }
+        return {
+            "id": f"cmpl-{self.request_id}",
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+        }
+
+    def role_chunk(self) -> dict[str, Any]:
+        """vLLM's first chat chunk announces the role with empty content."""
+        choice = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
+        return {**self._base(), "choices": [choice]}
+
+    def delta_chunk(
+        self,
+        text: str,
+        token_ids: list[int] | None,
+        finish_reason: str | None,
+        prompt_token_ids: list[int] | None = None,
+    ) -> dict[str, Any]:
+        choice: dict[str, Any]
+        if self.kind == "chat":
+            choice = {
+                "index": 0,
+                "delta": {"content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        if finish_reason is not None:
+            choice["stop_reason"] = None
+        if token_ids is not None:
+            choice["token_ids"] = token_ids
+            if prompt_token_ids is not None and self.kind == "completion":
+                choice["prompt_token_ids"] = prompt_token_ids
+        chunk = {**self._base(), "choices": [choice]}
+        if prompt_token_ids is not None and self.kind == "chat":
+            chunk["prompt_token_ids"] = prompt_token_ids
+        return chunk
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+        return {
+            **self._base(),
+            "choices": [],
+            "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
+        }

@@ -1,0 +1,446 @@
+"""``autellix sim-engine``: the simulated engine served over vLLM's OpenAI-compatible HTTP API.
+
+The aiohttp shell around :class:`~autellix.simulator.engine.SimEngine` (DESIGN.md §4): it validates
+requests like vLLM, turns them into engine requests, streams tokens out as the
+:class:`~autellix.simulator.driver.EngineDriver` steps the engine in scaled real time, and aborts a
+request in the engine when its client goes away (handler cancellation on disconnect, as vLLM does).
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``GET /health``,
+``GET /metrics``, ``POST /tokenize``, ``POST /detokenize``, ``GET /version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import signal
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from autellix import __version__
+from autellix.simulator import tokenizer
+from autellix.simulator.config import SimEngineSettings
+from autellix.simulator.driver import EngineDriver, RequestHandle
+from autellix.simulator.engine import EngineConfig, SimEngine, SimRequest
+from autellix.simulator.metrics import SimEngineMetrics
+from autellix.simulator.openai_api import (
+    ApiError,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    StreamHeader,
+    chat_response,
+    completion_response,
+    parse_request,
+    sse,
+)
+from autellix.simulator.stepmodel import StepProfile, get_profile
+
+log = logging.getLogger("autellix.sim_engine")
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A validated request, ready for the engine."""
+
+    prompt_token_ids: list[int]
+    max_tokens: int
+    output_len: int
+    priority: int
+    stream: bool
+    include_usage: bool
+    return_token_ids: bool
+    request_key: int
+
+
+class SimEngineService:
+    """Everything one server instance owns: settings, engine driver, metrics."""
+
+    def __init__(self, settings: SimEngineSettings, profile: StepProfile, driver: EngineDriver) -> None:
+        self.settings = settings
+        self.profile = profile
+        self.driver = driver
+        self.metrics = SimEngineMetrics(lambda: driver.engine.stats, settings.model_name)
+        self.created = int(time.time())
+
+    def prepare(self, body: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
+        settings = self.settings
+        if body.model is not None and body.model != settings.model_name:
+            raise ApiError(
+                f"The model `{body.model}` does not exist.",
+                status=404,
+                error_type="NotFoundError",
+                param="model",
+            )
+        if isinstance(body, ChatCompletionRequest):
+            if not body.messages:
+                raise ApiError("messages: must contain at least one message", param="messages")
+            prompt_ids = tokenizer.encode(
+                tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
+            )
+            requested = (
+                body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+            )
+        else:
+            prompt_ids = _completion_prompt_ids(body.prompt)
+            requested = body.max_tokens
+        if not prompt_ids:
+            raise ApiError("The prompt is empty.", param="prompt")
+        max_len = settings.max_model_len
+        if requested is not None and requested < 1:
+            raise ApiError(f"max_tokens must be at least 1, got {requested}.", param="max_tokens")
+        if len(prompt_ids) >= max_len or (requested is not None and len(prompt_ids) + requested > max_len):
+            asked = len(prompt_ids) + (requested or 0)
+            raise ApiError(
+                f"This model's maximum context length is {max_len} tokens. However, you requested {asked} "
+                f"tokens ({len(prompt_ids)} in the messages, {requested or 0} in the completion). Please "
+                "reduce the length of the messages or completion.",
+                param="max_tokens" if requested else "messages",
+            )
+        max_tokens = requested if requested is not None else max_len - len(prompt_ids)
+        key = zlib.crc32(json.dumps(prompt_ids[-256:]).encode()) ^ len(prompt_ids)
+        if body.ignore_eos:
+            output_len = max_tokens
+        else:
+            rng = random.Random(settings.seed * 1_000_003 + key)
+            drawn = 1 + int(rng.expovariate(1.0 / max(settings.mean_output_tokens - 1, 1e-9)))
+            output_len = max(min(drawn, max_tokens), min(body.min_tokens, max_tokens), 1)
+        stream_options = body.stream_options
+        return PreparedRequest(
+            prompt_token_ids=prompt_ids,
+            max_tokens=max_tokens,
+            output_len=output_len,
+            # vLLM 0.32 ignores an integer priority on an FCFS server (reference.md §6).
+            priority=body.priority if settings.scheduling_policy == "priority" else 0,
+            stream=bool(body.stream),
+            include_usage=bool(stream_options and stream_options.include_usage),
+            return_token_ids=bool(body.return_token_ids),
+            request_key=key,
+        )
+
+    def token_id(self, prepared: PreparedRequest, index: int) -> int:
+        return tokenizer.generated_token_id(self.settings.seed, prepared.request_key, index)
+
+
+def _completion_prompt_ids(prompt: str | list[int] | list[str] | list[list[int]]) -> list[int]:
+    if isinstance(prompt, str):
+        return tokenizer.encode(prompt)
+    if not prompt:
+        return []
+    if all(isinstance(p, int) for p in prompt):
+        return [int(p) for p in prompt]  # type: ignore[arg-type]
+    if len(prompt) != 1:
+        raise ApiError("The simulated engine takes one prompt per request, not a batch.", param="prompt")
+    only = prompt[0]
+    return tokenizer.encode(only) if isinstance(only, str) else list(only)  # type: ignore[arg-type]
+
+
+SERVICE = web.AppKey("service", SimEngineService)
+
+
+def error_response(error: ApiError) -> web.Response:
+    return web.json_response(error.body(), status=error.status)
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except ApiError as exc:
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(ApiError("Request body is too large.", status=413))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
+            return error_response(ApiError(exc.reason, status=exc.status, error_type=kind))
+        raise
+
+
+async def _generate(request: web.Request, kind: Literal["chat", "completion"]) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    body = parse_request(kind, await request.read())
+    prepared = service.prepare(body)
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    try:
+        handle = service.driver.submit(
+            SimRequest(request_id, prepared.prompt_token_ids, prepared.output_len, 0.0, prepared.priority)
+        )
+    except ValueError as exc:
+        raise ApiError(str(exc)) from exc
+    try:
+        if prepared.stream:
+            return await _stream(request, service, kind, prepared, handle)
+        return await _complete(service, kind, prepared, handle)
+    finally:
+        if handle.finished:
+            service.driver.release(request_id)
+        else:
+            service.driver.abort(request_id)
+
+
+async def _outputs(
+    service: SimEngineService, prepared: PreparedRequest, handle: RequestHandle
+) -> AsyncIterator[tuple[list[int], bool, int]]:
+    """Yield (new token ids, finished, cached tokens) per step; record latency metrics at the end."""
+    produced = 0
+    first_at: float | None = None
+    last_at = handle.arrival
+    gaps: list[float] = []
+    queue_time: float | None = None
+    while True:
+        output, at = await handle.outputs.get()
+        if first_at is None:
+            first_at = at
+            if output.first_scheduled_time is not None:
+                queue_time = output.first_scheduled_time - handle.arrival
+        else:
+            gaps.append(at - last_at)
+        last_at = at
+        new_ids = [service.token_id(prepared, produced + i) for i in range(output.new_tokens)]
+        produced += output.new_tokens
+        if output.finished:
+            reason = _finish_reason(prepared, produced)
+            service.metrics.observe_finished(
+                ttft=first_at - handle.arrival,
+                token_gaps=gaps,
+                e2e=at - handle.arrival,
+                queue_time=queue_time,
+                finish_reason=reason,
+            )
+        yield new_ids, output.finished, output.num_cached_tokens
+        if output.finished:
+            return
+
+
+def _finish_reason(prepared: PreparedRequest, produced: int) -> str:
+    return "length" if produced >= prepared.max_tokens else "stop"
+
+
+async def _complete(
+    service: SimEngineService,
+    kind: Literal["chat", "completion"],
+    prepared: PreparedRequest,
+    handle: RequestHandle,
+) -> web.Response:
+    token_ids: list[int] = []
+    cached = 0
+    async for new_ids, _finished, cached_tokens in _outputs(service, prepared, handle):
+        token_ids.extend(new_ids)
+        cached = cached_tokens
+    done = Completion(
+        request_id=handle.request_id,
+        created=int(time.time()),
+        model=service.settings.model_name,
+        text=tokenizer.decode(token_ids),
+        token_ids=token_ids,
+        prompt_token_ids=prepared.prompt_token_ids,
+        finish_reason=_finish_reason(prepared, len(token_ids)),
+        num_cached_tokens=cached,
+    )
+    build = chat_response if kind == "chat" else completion_response
+    return web.json_response(build(done, prepared.return_token_ids))
+
+
+async def _stream(
+    request: web.Request,
+    service: SimEngineService,
+    kind: Literal["chat", "completion"],
+    prepared: PreparedRequest,
+    handle: RequestHandle,
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    header = StreamHeader(kind, handle.request_id, int(time.time()), service.settings.model_name)
+    if kind == "chat":
+        await response.write(sse(header.role_chunk()))
+    produced = 0
+    cached = 0
+    first = True
+    async for new_ids, finished, cached_tokens in _outputs(service, prepared, handle):
+        cached = cached_tokens
+        produced += len(new_ids)
+        reason = _finish_reason(prepared, produced) if finished else None
+        chunk = header.delta_chunk(
+            tokenizer.decode(new_ids),
+            new_ids if prepared.return_token_ids else None,
+            reason,
+            prepared.prompt_token_ids if prepared.return_token_ids and first else None,
+        )
+        first = False
+        await response.write(sse(chunk))
+    if prepared.include_usage:
+        await response.write(sse(header.usage_chunk(len(prepared.prompt_token_ids), produced, cached)))
+    await response.write(sse("[DONE]"))
+    await response.write_eof()
+    return response
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "chat")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "completion")
+
+
+async def models(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    name = service.settings.model_name
+    card = {
+        "id": name,
+        "object": "model",
+        "created": service.created,
+        "owned_by": "vllm",
+        "root": name,
+        "parent": None,
+        "max_model_len": service.settings.max_model_len,
+    }
+    return web.json_response({"object": "list", "data": [card]})
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def version(_request: web.Request) -> web.Response:
+    return web.json_response({"version": f"autellix-sim-{__version__}"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[SERVICE].metrics.registry
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    try:
+        data = json.loads(await request.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiError("Request body must be a JSON object")
+    if isinstance(data.get("messages"), list):
+        body = parse_request("chat", json.dumps({"messages": data["messages"]}).encode())
+        assert isinstance(body, ChatCompletionRequest)
+        ids = tokenizer.encode(
+            tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
+        )
+    elif isinstance(data.get("prompt"), str):
+        ids = tokenizer.encode(data["prompt"])
+    else:
+        raise ApiError("Either 'prompt' (a string) or 'messages' (a list) is required.", param="prompt")
+    return web.json_response(
+        {
+            "count": len(ids),
+            "max_model_len": service.settings.max_model_len,
+            "tokens": ids,
+            "token_strs": None,
+        }
+    )
+
+
+async def detokenize(request: web.Request) -> web.Response:
+    try:
+        data = json.loads(await request.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+    tokens = data.get("tokens") if isinstance(data, dict) else None
+    if not isinstance(tokens, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) for t in tokens
+    ):
+        raise ApiError("'tokens' must be a list of integers.", param="tokens")
+    return web.json_response({"prompt": tokenizer.decode(tokens)})
+
+
+def build_engine(settings: SimEngineSettings) -> tuple[SimEngine, StepProfile]:
+    profile = get_profile(settings.profile)
+    config = EngineConfig(
+        num_gpu_blocks=settings.num_gpu_blocks or profile.num_gpu_blocks,
+        max_num_seqs=settings.max_num_seqs or profile.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens or profile.max_num_batched_tokens,
+        max_model_len=settings.max_model_len,
+        enable_prefix_caching=settings.prefix_caching,
+        policy=settings.scheduling_policy,
+    )
+    return SimEngine(config, profile), profile
+
+
+def create_app(settings: SimEngineSettings) -> web.Application:
+    """The aiohttp application; the engine's step loop lives for the app's lifetime."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors_middleware])
+
+    async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
+        engine, profile = build_engine(settings)
+        driver = EngineDriver(engine, settings.time_scale)
+        app[SERVICE] = SimEngineService(settings, profile, driver)
+        driver.start()
+        yield
+        await driver.stop()
+
+    app.cleanup_ctx.append(engine_lifetime)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/version", version)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/detokenize", detokenize)
+    return app
+
+
+async def serve(settings: SimEngineSettings) -> None:
+    app = create_app(settings)
+    # Cancel a handler when its client disconnects: the request is then aborted in the engine.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+    port = sockets[0].getsockname()[1] if sockets else settings.port
+    profile = app[SERVICE].profile
+    log.info(
+        "simulated engine (%s, policy %s, time scale %g) listening on http://%s:%d",
+        profile.name,
+        settings.scheduling_policy,
+        settings.time_scale,
+        settings.host,
+        port,
+    )
+    print(f"autellix sim-engine listening on http://{settings.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(settings: SimEngineSettings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(
+            f"autellix sim-engine: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            flush=True,
+        )
+        return 1
+    return 0
