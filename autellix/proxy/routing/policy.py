@@ -1,0 +1,54 @@
+"""The base class of routing policies: configurable scorer weights and the policy's own seeded RNG.
+
+A policy subclasses :class:`RoutingPolicy`, nests a frozen ``Params`` dataclass, lists the scorers it
+weighs in ``default_weights`` and is registered with ``@register_router("name")`` (see
+:mod:`.registry`). Config may override any listed weight and nothing else, so a typo in a weight's
+name is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from .base import EngineView, RouteDecision, RouteRequest
+
+
+class RoutingPolicy(ABC):
+    name: ClassVar[str] = ""  # set by the registration decorator
+    Params: ClassVar[type[Any]]  # each policy's frozen parameter dataclass
+    default_weights: ClassVar[Mapping[str, float]] = MappingProxyType({})
+
+    def __init__(
+        self,
+        *,
+        weights: Mapping[str, float] | None = None,
+        rng: random.Random | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.weights: Mapping[str, float] = merge_weights(self.name, self.default_weights, weights)
+        self.rng = rng if rng is not None else random.Random(seed)
+
+    @abstractmethod
+    def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:
+        """Pick an engine for one call (see :mod:`.base` for the rules every policy keeps)."""
+
+
+def merge_weights(
+    policy: str, defaults: Mapping[str, float], overrides: Mapping[str, float] | None
+) -> Mapping[str, float]:
+    merged = dict(defaults)
+    for key, value in (overrides or {}).items():
+        if key not in defaults:
+            valid = ", ".join(sorted(defaults)) or "(none: this router has no weighted scorers)"
+            raise ValueError(f"router {policy!r}: unknown scorer weight {key!r}; valid: {valid}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"router {policy!r}: weight {key!r} must be a number, got {value!r}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"router {policy!r}: weight {key!r} must be finite and >= 0, got {value!r}")
+        merged[key] = float(value)
+    return MappingProxyType(merged)

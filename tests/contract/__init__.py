@@ -1,0 +1,1 @@
+"""Reusable contract suites: behaviour that every implementation of an interface must show."""
