@@ -176,7 +176,14 @@ async def _generate(request: web.Request, kind: Literal["chat", "completion"]) -
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     try:
         handle = service.driver.submit(
-            SimRequest(request_id, prepared.prompt_token_ids, prepared.output_len, 0.0, prepared.priority)
+            SimRequest(
+                request_id,
+                prepared.prompt_token_ids,
+                prepared.output_len,
+                0.0,
+                prepared.priority,
+                token_key=prepared.request_key,
+            )
         )
     except ValueError as exc:
         raise ApiError(str(exc)) from exc
@@ -374,6 +381,7 @@ def build_engine(settings: SimEngineSettings) -> tuple[SimEngine, StepProfile]:
         max_model_len=settings.max_model_len,
         enable_prefix_caching=settings.prefix_caching,
         policy=settings.scheduling_policy,
+        seed=settings.seed,
     )
     return SimEngine(config, profile), profile
 
@@ -409,8 +417,8 @@ async def serve(settings: SimEngineSettings) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    port = sockets[0].getsockname()[1] if sockets else settings.port
+    addresses = runner.addresses
+    port = int(addresses[0][1]) if addresses else settings.port
     profile = app[SERVICE].profile
     log.info(
         "simulated engine (%s, policy %s, time scale %g) listening on http://%s:%d",

@@ -9,6 +9,7 @@ import time
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.integration.conftest import SimEngineFactory, metric_value
 
@@ -42,16 +43,18 @@ def test_chat_non_streaming_has_vllm_shape_and_exact_length(sim_engine_factory: 
 def test_streaming_matches_non_streaming_and_reports_usage(sim_engine_factory: SimEngineFactory) -> None:
     engine = sim_engine_factory(*FAST)
     client = client_for(engine.url)
-    messages = [{"role": "user", "content": "Stream me some words, please."}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Stream me some words, please."}
+    ]
     whole = client.chat.completions.create(
         model="sim-llama",
         messages=messages,
         max_tokens=12,
-        extra_body={"ignore_eos": True},  # type: ignore[arg-type]
+        extra_body={"ignore_eos": True},
     )
     stream = client.chat.completions.create(
         model="sim-llama",
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         max_tokens=12,
         stream=True,
         stream_options={"include_usage": True},
@@ -181,7 +184,7 @@ def test_priority_policy_admits_lower_value_first(sim_engine_factory: SimEngineF
 
 def test_closed_connection_aborts_and_frees_capacity(sim_engine_factory: SimEngineFactory) -> None:
     engine = sim_engine_factory("--profile", "unit", "--time-scale", "0.01", "--max-num-seqs", "1")
-    body = {"prompt": "endless", "max_tokens": 100_000, "ignore_eos": True, "stream": True}
+    body = {"prompt": "endless", "max_tokens": 30_000, "ignore_eos": True, "stream": True}
     with (
         httpx.Client(timeout=30) as http,
         http.stream("POST", engine.url + "/v1/completions", json=body) as reply,
@@ -207,7 +210,7 @@ def test_closed_connection_aborts_and_frees_capacity(sim_engine_factory: SimEngi
 
 def test_non_streaming_disconnect_aborts(sim_engine_factory: SimEngineFactory) -> None:
     engine = sim_engine_factory("--profile", "unit", "--time-scale", "0.01", "--max-num-seqs", "1")
-    body = {"prompt": "endless", "max_tokens": 100_000, "ignore_eos": True}
+    body = {"prompt": "endless", "max_tokens": 30_000, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(engine.url + "/v1/completions", json=body, timeout=0.5)
     deadline = time.monotonic() + 5
