@@ -6,7 +6,7 @@ Simulated time ``t`` maps to the event loop's clock as ``wall = wall0 + t * time
 
 1. A request is added to the engine at once, stamped with the current simulated time; vLLM likewise
    queues a request the moment it arrives and schedules it at the next step.
-2. The step loop runs one engine step at ``start = max(end of previous step, now)``; the engine returns
+2. The step loop runs one engine step at the end of the previous one (``now`` after an idle spell); it returns
    what the step produced and how long it takes; the loop sleeps until the step's end on the wall clock
    and only then hands the step's tokens to the waiting handlers. Tokens therefore appear on step
    boundaries, as from a real engine.
@@ -100,20 +100,27 @@ class EngineDriver:
             self._task = None
 
     async def _run(self) -> None:
+        busy = False
         while True:
             if not self.engine.has_unfinished_requests():
+                busy = False
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            start = max(self._cursor, self.now())
+            # Back-to-back steps start exactly where the previous one ended, so the time spent here
+            # handing out tokens does not stretch the simulated GPU's steps; after an idle spell the
+            # engine starts at the current time.
+            start = self._cursor if busy else max(self._cursor, self.now())
             result = self.engine.step(start)
             if result.duration <= 0 and not result.outputs:
                 # Nothing fits (e.g. one prompt larger than free KV): wait for an arrival or an abort.
+                busy = False
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             end = start + result.duration
             self._cursor = end
+            busy = True
             delay = self._wall0 + end * self.time_scale - self._clock()
             if delay > 0:
                 await asyncio.sleep(delay)

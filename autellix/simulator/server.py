@@ -212,7 +212,7 @@ async def _outputs(
         if first_at is None:
             first_at = at
             if output.first_scheduled_time is not None:
-                queue_time = output.first_scheduled_time - handle.arrival
+                queue_time = max(0.0, output.first_scheduled_time - handle.arrival)
         else:
             gaps.append(at - last_at)
         last_at = at
