@@ -29,6 +29,7 @@ from types import MappingProxyType
 
 __all__ = [
     "NUM_SPECIAL",
+    "PIECE_PATTERN",
     "SPECIAL_TOKENS",
     "VOCAB_SIZE",
     "apply_chat_template",
@@ -58,7 +59,10 @@ _SPAN = VOCAB_SIZE - NUM_SPECIAL
 _MAX_PIECE = 6  # longest piece that is one token (leading space included)
 _CHUNK = 5  # longer pieces are cut into chunks of this many characters
 
-_PIECE = re.compile(r"<\|[a-z_]+\|>| ?[A-Za-z]+| ?[0-9]+| ?[^\sA-Za-z0-9]+|\s*\n|\s+(?!\S)|\s+")
+# Special markers (<|...|>) always stand alone: punctuation before one must not swallow its '<|'.
+PIECE_PATTERN = re.compile(
+    r"<\|[a-z_]+\|>| ?[A-Za-z]+| ?[0-9]+| ?(?:[^\sA-Za-z0-9<]|<(?!\|))+|\s*\n|\s+(?!\S)|\s+"
+)
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "ch", "sh")
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ou", "ea")
@@ -107,7 +111,7 @@ def encode(text: str) -> list[int]:
     append = ids.append
     vocab = _VOCAB_IDS
     special = SPECIAL_TOKENS
-    for piece in _PIECE.findall(text):
+    for piece in PIECE_PATTERN.findall(text):
         known = vocab.get(piece)
         if known is not None:
             append(known)
