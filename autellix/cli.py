@@ -33,6 +33,17 @@ class Subcommand:
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
+        name="demo",
+        summary="the main job: start simulated engines on loopback and show program-aware serving",
+        description=(
+            "Start a simulated vLLM-compatible engine on loopback and run an agent-like multi-turn chat "
+            "through it with the openai SDK, then compare today's setup with program-aware scheduling on "
+            "the same seeded agentic workload. Needs no GPU and no Redis."
+        ),
+        settings="autellix.demo_config:DemoSettings",
+        run="autellix.demo:run",
+    ),
+    Subcommand(
         name="sim-engine",
         summary="run the simulated vLLM-compatible engine (no GPU needed)",
         description=(
@@ -43,6 +54,53 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         settings="autellix.simulator.config:SimEngineSettings",
         run="autellix.simulator.server:run",
     ),
+    Subcommand(
+        name="sidecar",
+        summary="run the per-engine sidecar (local program-aware queue and admission control)",
+        description=(
+            "Sit in front of one engine (vLLM, SGLang or the simulated engine): hold its local queue "
+            "ordered by program-level priority (PLAS, ATLAS, MLFQ or FCFS), admit calls only while the "
+            "engine has room so that our order decides who runs next, map the queue level onto the "
+            "engine's priority field, and report each call's wait and execution time to the proxy."
+        ),
+        settings="autellix.engine_adapters.config:SidecarSettings",
+        run="autellix.engine_adapters.sidecar:run",
+    ),
+    Subcommand(
+        name="proxy",
+        summary="run the program-aware front proxy (OpenAI-compatible, routes calls between engines)",
+        description=(
+            "Serve the OpenAI API in front of engines or their sidecars: identify each call's program "
+            "(X-Program-Id, session headers, metadata.program_id), keep the program table (in memory, or "
+            "in Redis shared by every replica), route with the locality-aware balancer or another router, "
+            "forward the program's priority context, retry calls that fail before their first byte, and "
+            "apply each call's completion report."
+        ),
+        settings="autellix.proxy.config:ProxySettings",
+        run="autellix.proxy.app:run",
+    ),
+    Subcommand(
+        name="simulate",
+        summary="simulate a cluster in virtual time and compare systems on one workload and rate",
+        description=(
+            "Run a workload (or a JSONL trace) through a discrete-event simulation of the proxy, the "
+            "routers, the sidecars' queues and simulated vLLM engines, once per --system, and print "
+            "program-level token latency (s/token), queue waits and prefix-cache hits; --out writes JSON."
+        ),
+        settings="autellix.loadgen.sim_config:SimulateSettings",
+        run="autellix.loadgen.sweep:run_simulate",
+    ),
+    Subcommand(
+        name="bench",
+        summary="sweep systems x arrival rates in simulation: JSON, markdown table, latency plots",
+        description=(
+            "For each --workload, simulate every --system at every --rate (default: a per-workload "
+            "range) and write bench.json, bench.md and latency-vs-rate PNG plots, plus the highest rate "
+            "each system sustains within a latency bound (throughput at equal latency)."
+        ),
+        settings="autellix.loadgen.sim_config:BenchSettings",
+        run="autellix.loadgen.sweep:run_bench",
+    ),
 )
 
 
@@ -51,7 +109,14 @@ def _resolve(target: str) -> object:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _settings_model(command: Subcommand) -> type[BaseSettings]:
+    model = _resolve(command.settings)
+    assert isinstance(model, type) and issubclass(model, BaseSettings)
+    return model
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the ``selected`` subcommand's settings module is imported for its flags."""
     parser = argparse.ArgumentParser(
         prog="autellix",
         description="Program-aware serving for LLM agents: proxy, sidecars, simulated engines, benchmarks.",
@@ -65,23 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
             description=command.description,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-        settings_model = _resolve(command.settings)
-        assert isinstance(settings_model, type) and issubclass(settings_model, BaseSettings)
-        add_settings_arguments(sub, settings_model)
+        if command.name == selected:
+            add_settings_arguments(sub, _settings_model(command))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = {c.name for c in SUBCOMMANDS}
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(selected if selected in names else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     command = next(c for c in SUBCOMMANDS if c.name == args.command)
-    settings_model = _resolve(command.settings)
-    assert isinstance(settings_model, type) and issubclass(settings_model, BaseSettings)
     try:
-        settings = load_settings(settings_model, args)
+        settings = load_settings(_settings_model(command), args)
     except SettingsError as exc:
         print(f"autellix {command.name}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,543 @@
+"""Discrete-event simulation of a cluster: proxy → router → per-engine queue → simulated engines.
+
+Implements DESIGN.md §1-§2 in virtual time with the *same* pure core the live services run: the
+program table (proxy/programs), the routers (proxy/routing), the queue policies
+(engine_adapters/scheduling) and :class:`SimEngine`. No clock, no asyncio: a heap of events.
+
+Theory of operation
+-------------------
+Events are ``(time, seq, kind, ...)`` in a heap; ``seq`` breaks ties in push order, so a run is a pure
+function of its inputs. Kinds: a program arrives; a call becomes ready; an engine step starts; an
+engine step ends. Idle stretches cost nothing: engines step only while they hold work.
+
+1. A program's roots become ready at its arrival + their ``tool_delay``; any other call when the last
+   of its parents has completed, + its ``tool_delay``.
+2. A ready call is issued at the proxy: read the program's pin, route over :class:`EngineView` s built
+   from the table's outstanding counts and the engines' last step, ``start_call`` on the table (which
+   may redirect to the pin and returns the priority context), then hand the call to the chosen
+   engine's shell by the preset's mode:
+   - ``passthrough``: straight into the engine (vLLM baselines, no queue of ours);
+   - ``sidecar``: into the local queue, admitted into the unmodified engine by :meth:`_pump` while the
+     admission window has room (rule 4);
+   - ``engine``: into the local queue, which forms the engine's batch itself (rule 5).
+3. A step starts at ``t`` with everything already added (same-time arrivals and the children of calls
+   that finished at ``t`` included, since their events were pushed first); its outputs are applied at
+   ``t + duration``, when the next step is scheduled. Quiet stepping: only first tokens and finishes.
+4. Sidecar admission window: admit (queue order, stop at the first misfit) while the calls in flight
+   on that engine stay below ``max_num_seqs + overprovision`` (or ``max_in_flight``), the engine's last
+   step left at most ``overprovision`` requests waiting inside it (no internal backlog, which the
+   engine would order FCFS), and the prompt tokens admitted since its last step fit in its free KV
+   blocks (``kv_guard``). An empty engine always takes the first call, so nothing can block forever.
+5. Engine-integrated mode (the paper's modified vLLM, Autellix §5): every ``schedule_interval`` steps,
+   and at any step after an arrival or a completion, running calls are charged the engine time since
+   their last charge (quantum demotion), then ``schedule_batch`` ranks running and waiting calls
+   together; a call fits while the batch stays within ``max_num_seqs`` and its reserved KV (prompt +
+   output tokens) within the cache. :class:`SimEngine` has no hook to pick its batch, so the policy's
+   choice is imposed from outside: victims are aborted (abort-and-resume, reference.md §6: the full
+   blocks they computed stay in the prefix cache) and re-added later as a new request whose prompt is
+   the original prompt + the tokens generated so far, asking only for the rest of the output.
+6. Measurements, as a sidecar takes them: queue wait = admission - arrival at the proxy (summed over
+   waiting spells), exec time = engine time from admission to completion (summed over spells). On
+   completion the table gets ``finish_call`` (service for PLAS/ATLAS), the queue ``finish``, and the
+   children are released. A program ends with its last call; its table entry is then dropped.
+7. Priority context: ``autellix`` places chains by the PLAS sum and DAGs by the ATLAS critical path;
+   ``plas``/``atlas`` use one measure for all; ``srpt`` gets the program's remaining work (remaining
+   output tokens x a batch-1 decode step + prompt tokens x the per-token prefill cost), clairvoyantly.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from autellix.engine_adapters.scheduling import QueuedCall, QueuePolicy, get_policy
+from autellix.loadgen.metrics import CallRecord, EngineRecord, MetricsSummary, ProgramRecord, summarize
+from autellix.loadgen.program import CallSpec, ProgramSpec
+from autellix.proxy.programs import CallFinish, CallStart, MemoryProgramTable
+from autellix.proxy.routing import EngineView, RouteRequest, get_router
+from autellix.simulator.cluster_prompts import ProgramPrompts, TokenCache
+from autellix.simulator.cluster_systems import SystemPreset
+from autellix.simulator.engine import EngineConfig, SimEngine, SimRequest, StepResult
+from autellix.simulator.stepmodel import StepProfile, StepShape, get_profile
+from autellix.simulator.tokenizer import generated_token_stream, stream_token_id
+
+__all__ = ["ClusterConfig", "SimulationResult", "simulate"]
+
+_ARRIVE, _READY, _START, _END = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """The hardware and the shells' knobs (engine fields None: the profile's vLLM defaults)."""
+
+    num_engines: int = 1
+    profile: str = "a100-llama3-8b"
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    num_gpu_blocks: int | None = None
+    max_model_len: int = 131072  # Llama-3.1 context length
+    overprovision: int = 2  # sidecar: calls waiting inside the engine behind a full batch
+    max_in_flight: int | None = None  # sidecar window; None: max_num_seqs + overprovision
+    kv_guard: bool = True  # sidecar: admit only prompts that fit in the engine's free KV
+    schedule_interval: int = 20  # engine mode: steps between preempting rounds (the paper's N)
+    seed: int = 0  # generated token ids
+    max_time: float | None = None  # stop the clock here (programs not done count as incomplete)
+
+    def engine_config(self, profile: StepProfile, caching: bool, priority: bool) -> EngineConfig:
+        return EngineConfig(
+            num_gpu_blocks=self.num_gpu_blocks or profile.num_gpu_blocks,
+            max_num_seqs=self.max_num_seqs or profile.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens or profile.max_num_batched_tokens,
+            max_model_len=self.max_model_len,
+            enable_prefix_caching=caching,
+            policy="priority" if priority else "fcfs",
+            seed=self.seed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    system: str
+    programs: tuple[ProgramRecord, ...]
+    calls: tuple[CallRecord, ...]
+    engines: tuple[EngineRecord, ...]
+    summary: MetricsSummary
+    end_time: float  # virtual time of the last event
+    events: int
+    policy_preemptions: int  # engine mode: calls the queue policy took out of the engine
+
+
+@dataclass(slots=True, eq=False)
+class _Program:
+    spec: ProgramSpec
+    record: ProgramRecord
+    prompts: ProgramPrompts
+    pending: list[int]  # parents not yet completed, per call
+    remaining_output: int  # output tokens of calls not yet completed (srpt)
+    children: tuple[tuple[int, ...], ...]
+    is_chain: bool
+
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    program: _Program
+    spec: CallSpec
+    call_id: str
+    prompt: list[int]
+    arrival: float
+    rid: str = ""  # current engine request id
+    spells: int = 0
+    admitted: float = -1.0  # first admission
+    spell_start: float = 0.0  # current admission (engine mode: last charge too)
+    waiting_since: float = 0.0
+    exec_time: float = 0.0
+    queue_wait: float = 0.0
+    generated: int = 0  # tokens generated by earlier spells
+    first_token: float = -1.0
+    cached: int = -1
+    preemptions: int = 0
+    priority: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Engine:
+    engine_id: str
+    engine: SimEngine
+    queue: QueuePolicy | None
+    waiting: dict[str, _Call] = field(default_factory=dict)  # in our queue, by call id
+    running: dict[str, _Call] = field(default_factory=dict)  # in the engine, by call id
+    requests: dict[str, _Call] = field(default_factory=dict)  # in the engine, by request id
+    busy: bool = False  # a step is pending or running
+    in_flight: int = 0
+    last_running: int = 0
+    last_waiting: int = 0
+    admitted_tokens: int = 0  # prompt tokens admitted since the last step started
+    admitted_calls: int = 0
+    steps_since_round: int = 0
+    dirty: bool = True
+
+
+class _Cluster:
+    def __init__(self, system: SystemPreset, config: ClusterConfig, tokens: TokenCache | None) -> None:
+        if config.num_engines < 1:
+            raise ValueError(f"num_engines must be >= 1, got {config.num_engines}")
+        if config.schedule_interval < 1 or config.overprovision < 0:
+            raise ValueError("schedule_interval must be >= 1 and overprovision >= 0")
+        self.system = system
+        self.config = config
+        self.profile = get_profile(config.profile)
+        ecfg = config.engine_config(self.profile, system.prefix_caching, system.engine_priority)
+        self.max_seqs = ecfg.max_num_seqs
+        self.kv_tokens = ecfg.num_gpu_blocks * ecfg.block_size
+        self.block_size = ecfg.block_size
+        self.window = config.max_in_flight or ecfg.max_num_seqs + config.overprovision
+        queue_name = "plas" if system.queue == "autellix" else system.queue
+        self.engines = [
+            _Engine(
+                f"engine-{i}",
+                SimEngine(ecfg, self.profile),
+                None if system.mode == "passthrough" else get_policy(queue_name, system.queue_params),
+            )
+            for i in range(config.num_engines)
+        ]
+        self.by_id = {e.engine_id: e for e in self.engines}
+        self.router = get_router(system.router)
+        self.table = MemoryProgramTable()
+        self.tokens = tokens if tokens is not None else TokenCache()
+        self.heap: list[tuple[float, int, int, object]] = []
+        self.seq = 0
+        self.now = 0.0
+        self.events = 0
+        self.calls: list[CallRecord] = []
+        self.policy_preemptions = 0
+        self.decode_cost = self.profile.step_time_s(StepShape(1, 1, 1000))
+        self.prefill_cost = self.profile.b / 1000.0 if self.profile.fixed_step_s is None else 0.0
+
+    # -- the event loop --------------------------------------------------------------------------
+
+    def push(self, time: float, kind: int, payload: object) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (time, self.seq, kind, payload))
+
+    def run(self, programs: Sequence[ProgramSpec]) -> list[_Program]:
+        states: list[_Program] = []
+        for spec in programs:
+            record = ProgramRecord(
+                spec.program_id, spec.workload, spec.kind, spec.arrival_time, spec.num_calls
+            )
+            state = _Program(
+                spec,
+                record,
+                ProgramPrompts(spec, self.tokens),
+                [len(c.parents) for c in spec.calls],
+                spec.total_output_tokens,
+                spec.children(),
+                spec.is_chain,
+            )
+            states.append(state)
+            self.push(spec.arrival_time, _ARRIVE, state)
+        limit = self.config.max_time
+        heap = self.heap
+        while heap:
+            time, _, kind, payload = heapq.heappop(heap)
+            if limit is not None and time > limit:
+                break
+            self.now = time
+            self.events += 1
+            if kind == _END:
+                assert isinstance(payload, tuple)
+                self.step_end(payload[0], payload[1])
+            elif kind == _START:
+                assert isinstance(payload, _Engine)
+                self.step_start(payload)
+            elif kind == _READY:
+                assert isinstance(payload, _Call)
+                self.issue(payload)
+            else:
+                assert isinstance(payload, _Program)
+                for index in payload.spec.roots():
+                    self.make_ready(payload, payload.spec.calls[index])
+        return states
+
+    def make_ready(self, program: _Program, spec: CallSpec) -> None:
+        call_id = f"{program.spec.program_id}/{spec.index}"
+        prompt = program.prompts.prompt_ids(spec)
+        call = _Call(program, spec, call_id, prompt, self.now + spec.tool_delay)
+        self.push(call.arrival, _READY, call)
+
+    # -- the proxy ---------------------------------------------------------------------------------
+
+    def issue(self, call: _Call) -> None:
+        now = self.now
+        pid = call.program.spec.program_id
+        table = self.table
+        state = table.get(pid)
+        loads = table.engine_loads()
+        views = [
+            EngineView(e.engine_id, True, loads.get(e.engine_id, 0), e.last_waiting, e.last_running)
+            for e in self.engines
+        ]
+        thread = str(call.spec.thread)
+        decision = self.router.route(
+            RouteRequest(pid, thread, len(call.prompt), "", state.pinned_engine if state else None, now),
+            views,
+        )
+        started = table.start_call(
+            CallStart(pid, call.call_id, decision.engine_id, thread, len(call.prompt), decision.pin), now
+        )
+        eng = self.by_id[started.engine_id]
+        call.waiting_since = now
+        queue = eng.queue
+        if queue is None:
+            self.admit(eng, call, 0)
+            self.wake(eng)
+            return
+        kind = self.system.queue
+        use_atlas = kind == "atlas" or (kind == "autellix" and not call.program.is_chain)
+        remaining = None
+        if kind == "srpt":
+            remaining = (
+                call.program.remaining_output * self.decode_cost + len(call.prompt) * self.prefill_cost
+            )
+        queue.add(
+            QueuedCall(
+                call.call_id,
+                pid,
+                thread,
+                now,
+                started.service_atlas if use_atlas else started.service_plas,
+                started.program_wait,
+                len(call.prompt) + call.spec.output_tokens,
+                remaining,
+            ),
+            now,
+        )
+        eng.waiting[call.call_id] = call
+        eng.dirty = True
+        if self.system.mode == "sidecar":
+            self.pump(eng)
+        self.wake(eng)
+
+    # -- the shells ----------------------------------------------------------------------------------
+
+    def pump(self, eng: _Engine) -> None:
+        """Sidecar rule 4: admit from the local queue while the window has room."""
+        queue = eng.queue
+        assert queue is not None
+        room = self.window - eng.in_flight
+        if room <= 0 or eng.last_waiting > self.config.overprovision:
+            return
+        size: int | None = None
+        if self.config.kv_guard and eng.in_flight > 0:
+            free = eng.engine.kv_cache.num_free_blocks * self.block_size - eng.admitted_tokens
+            size = max(free, 0)
+        budget = _Budget(room, size, force_first=eng.in_flight == 0)
+        for admission in queue.select_admissions(self.now, budget):
+            call = eng.waiting.pop(admission.call_id)
+            self.admit(eng, call, admission.level)
+
+    def admit(self, eng: _Engine, call: _Call, level: int) -> None:
+        now = self.now
+        call.spells += 1
+        if call.spells == 1:
+            call.admitted = now
+        call.queue_wait += now - call.waiting_since
+        call.spell_start = now
+        call.rid = call.call_id if call.spells == 1 else f"{call.call_id}~{call.spells}"
+        prompt = call.prompt
+        if call.generated:
+            stream = generated_token_stream(self.config.seed, call.call_id)
+            prompt = prompt + [stream_token_id(stream, i) for i in range(call.generated)]
+        eng.engine.add_request(
+            SimRequest(
+                call.rid,
+                prompt,
+                call.spec.output_tokens - call.generated,
+                now,
+                level if self.system.engine_priority else 0,
+                token_key=call.call_id,
+            )
+        )
+        eng.requests[call.rid] = call
+        eng.running[call.call_id] = call
+        eng.in_flight += 1
+        eng.admitted_tokens += len(prompt) + call.spec.output_tokens - call.generated
+        eng.admitted_calls += 1
+
+    def wake(self, eng: _Engine) -> None:
+        if not eng.busy:
+            eng.busy = True
+            self.push(self.now, _START, eng)
+
+    def step_start(self, eng: _Engine) -> None:
+        if self.system.mode == "engine":
+            eng.steps_since_round += 1
+            if eng.steps_since_round >= self.config.schedule_interval:
+                self.schedule_round(eng)
+            elif eng.dirty:
+                self.fill_round(eng)
+        eng.admitted_tokens = 0
+        eng.admitted_calls = 0
+        result = eng.engine.step(self.now, quiet=True)
+        if result.duration <= 0.0 and not result.outputs:
+            eng.busy = False  # nothing can run (nothing left, or nothing fits): wait for an event
+            eng.last_running, eng.last_waiting = result.num_running, result.num_waiting
+            return
+        self.push(self.now + result.duration, _END, (eng, result))
+
+    def schedule_round(self, eng: _Engine) -> None:
+        """Engine-integrated rule 5: charge service, rank, impose the policy's batch on the engine."""
+        now = self.now
+        queue = eng.queue
+        assert queue is not None
+        eng.dirty = False
+        eng.steps_since_round = 0
+        for call in eng.running.values():
+            queue.record_service(call.call_id, now - call.spell_start, now)
+            call.exec_time += now - call.spell_start
+            call.spell_start = now
+        plan = queue.schedule_batch(now, _Budget(self.max_seqs, self.kv_tokens, force_first=True))
+        for call_id in plan.preempted:
+            self.preempt(eng, call_id)
+        for admission in plan.admitted:
+            call = eng.waiting.pop(admission.call_id)
+            self.admit(eng, call, admission.level)
+
+    def fill_round(self, eng: _Engine) -> None:
+        """Rule 5 between full rounds: admit into free room only, preempting nobody."""
+        queue = eng.queue
+        assert queue is not None
+        eng.dirty = False
+        reserved = sum(len(c.prompt) + c.spec.output_tokens for c in eng.running.values())
+        room = _Budget(self.max_seqs - len(eng.running), self.kv_tokens - reserved, not eng.running)
+        for admission in queue.select_admissions(self.now, room):
+            self.admit(eng, eng.waiting.pop(admission.call_id), admission.level)
+
+    def preempt(self, eng: _Engine, call_id: str) -> None:
+        now = self.now
+        call = eng.running.pop(call_id)
+        state = eng.engine.request_state(call.rid)
+        assert state is not None
+        eng.engine.abort_request(call.rid)
+        del eng.requests[call.rid]
+        call.generated += state.num_generated
+        call.preemptions += state.num_preemptions + 1
+        call.exec_time += now - call.spell_start
+        call.waiting_since = now
+        eng.waiting[call_id] = call
+        eng.in_flight -= 1
+        self.policy_preemptions += 1
+
+    def step_end(self, eng: _Engine, result: StepResult) -> None:
+        now = self.now
+        eng.last_running, eng.last_waiting = result.num_running, result.num_waiting
+        for out in result.outputs:
+            call = eng.requests[out.request_id]
+            if call.first_token < 0:
+                call.first_token = now
+            if call.cached < 0:
+                call.cached = out.num_cached_tokens
+            if out.finished:
+                del eng.requests[out.request_id]
+                del eng.running[call.call_id]
+                self.complete(eng, call)
+        if eng.queue is not None and self.system.mode == "sidecar":
+            self.pump(eng)
+        eng.busy = False
+        if eng.engine.has_unfinished_requests() or (eng.queue is not None and len(eng.queue) > 0):
+            self.wake(eng)
+
+    def complete(self, eng: _Engine, call: _Call) -> None:
+        now = self.now
+        state = eng.engine.request_state(call.rid)
+        call.preemptions += state.num_preemptions if state is not None else 0
+        call.exec_time += now - call.spell_start
+        eng.in_flight -= 1
+        eng.dirty = True
+        if eng.queue is not None:
+            if self.system.mode == "sidecar":
+                eng.queue.record_service(call.call_id, call.exec_time, now)
+            eng.queue.finish(call.call_id, now)
+        program = call.program
+        spec = call.spec
+        self.table.finish_call(
+            CallFinish(
+                program.spec.program_id,
+                call.call_id,
+                call.exec_time,
+                call.queue_wait,
+                len(call.prompt),
+                call.cached,
+                spec.output_tokens,
+            ),
+            now,
+        )
+        self.calls.append(
+            CallRecord(
+                program.spec.program_id,
+                call.call_id,
+                eng.engine_id,
+                call.arrival,
+                call.admitted,
+                call.first_token,
+                now,
+                call.exec_time,
+                call.queue_wait,
+                len(call.prompt),
+                call.cached,
+                spec.output_tokens,
+                call.preemptions,
+            )
+        )
+        record = program.record
+        record.calls_completed += 1
+        record.output_tokens += spec.output_tokens
+        program.remaining_output -= spec.output_tokens
+        if record.calls_completed == record.num_calls:
+            record.completion = now
+            self.table.end(program.spec.program_id, now)
+            return
+        for child in program.children[spec.index]:
+            program.pending[child] -= 1
+            if program.pending[child] == 0:
+                self.make_ready(program, program.spec.calls[child])
+
+
+@dataclass(slots=True)
+class _Budget:
+    """Fits predicate: ``calls`` more calls and ``size`` more KV tokens (None: unlimited)."""
+
+    calls: int
+    size: int | None
+    force_first: bool = False  # an empty engine takes its first call whatever its size
+
+    def __call__(self, call: QueuedCall) -> bool:
+        if self.calls <= 0:
+            return False
+        if self.size is not None:
+            if call.size > self.size and not self.force_first:
+                return False
+            self.size -= call.size
+        self.force_first = False
+        self.calls -= 1
+        return True
+
+
+def simulate(
+    programs: Sequence[ProgramSpec],
+    system: SystemPreset,
+    config: ClusterConfig | None = None,
+    *,
+    tokens: TokenCache | None = None,
+) -> SimulationResult:
+    """Run ``programs`` through ``system`` in virtual time; every call of every program completes
+    exactly once unless ``config.max_time`` cuts the run short. Pass one ``tokens`` cache to runs that
+    replay the same programs, so that only the first one tokenises."""
+    cluster = _Cluster(system, config or ClusterConfig(), tokens)
+    states = cluster.run(programs)
+    engines = tuple(
+        EngineRecord(
+            e.engine_id,
+            (s := e.engine.stats).busy_time,
+            s.steps,
+            s.num_preemptions,
+            s.prefix_cache_queries,
+            s.prefix_cache_hits,
+            s.prompt_tokens,
+            s.generation_tokens,
+        )
+        for e in cluster.engines
+    )
+    records = tuple(s.record for s in states)
+    calls = tuple(cluster.calls)
+    return SimulationResult(
+        system=system.name,
+        programs=records,
+        calls=calls,
+        engines=engines,
+        summary=summarize(records, calls, engines),
+        end_time=cluster.now,
+        events=cluster.events,
+        policy_preemptions=cluster.policy_preemptions,
+    )
