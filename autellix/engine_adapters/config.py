@@ -1,0 +1,119 @@
+"""Settings of ``autellix sidecar`` (flags, ``AUTELLIX_*`` environment, YAML; see autellix/settings.py).
+
+Light on purpose: the CLI imports this module to build ``--help``; the queue and window classes are
+imported only by the validators, when settings are actually loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from autellix.engine_adapters.admission import WindowParams
+
+
+class SidecarSettings(BaseSettings):
+    """One engine's sidecar: where the engine is, which queue policy orders it, how admission adapts."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTELLIX_", extra="forbid")
+
+    engine_url: str = Field("http://127.0.0.1:8000", description="base URL of the engine this sidecar fronts")
+    engine_kind: str = Field(
+        "vllm",
+        description="engine adapter: vllm, sglang or sim (a module autellix/engine_adapters/<kind>.py)",
+    )
+    scheduler: Literal["plas", "atlas", "mlfq", "fcfs"] = Field(
+        "plas",
+        description="local queue policy: plas (single-threaded programs: the program's summed service), "
+        "atlas (multi-threaded: the program's critical path), mlfq, or fcfs",
+    )
+    scheduler_params: dict[str, Any] | None = Field(
+        None,
+        description="queue policy parameters (YAML mapping or JSON in the environment), e.g. "
+        "{boundaries: [0, 0.5, 1, 2], beta: 10, service_floor: 0.1}",
+    )
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8100, ge=0, le=65535, description="port to bind (0 picks a free one)")
+    max_in_flight: int = Field(
+        256, ge=1, description="most calls in the engine at once (the admission window's upper bound)"
+    )
+    window_mode: Literal["adaptive", "fixed"] = Field(
+        "adaptive",
+        description="adaptive: size the window from the engine's running/waiting counts; "
+        "fixed: always --max-in-flight",
+    )
+    initial_window: int = Field(8, ge=1, description="adaptive window's size before the first probe")
+    min_window: int = Field(1, ge=1, description="adaptive window's lower bound")
+    overprovision: int = Field(
+        2, ge=0, description="calls kept ready in the engine's queue behind a full batch"
+    )
+    congestion_probes: int = Field(
+        2, ge=1, description="consecutive probes showing engine queueing before the window shrinks"
+    )
+    kv_high_watermark: float = Field(
+        0.95, gt=0, le=1, description="KV-cache usage above which the window stops growing"
+    )
+    probe_interval: float = Field(0.1, gt=0, description="seconds between engine load probes")
+    tick_interval: float = Field(
+        0.05, gt=0, description="seconds between timer ticks (beta promotion, service accounting)"
+    )
+    engine_priority: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="send the engine a 'priority' field: on, off, or auto (only if the engine says it "
+        "runs a priority policy; never to an FCFS engine)",
+    )
+    sglang_low_priority_values_first: bool | None = Field(
+        None,
+        description="SGLang only: the server runs --schedule-low-priority-values-first (default: "
+        "detected, else SGLang's default, higher first)",
+    )
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request body accepted")
+    connect_timeout: float = Field(5.0, gt=0, description="seconds to wait for a connection to the engine")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("engine_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("engine_kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from autellix.engine_adapters.base import adapter_class
+
+        adapter_class(value)
+        return value
+
+    @field_validator("scheduler_params")
+    @classmethod
+    def _valid_params(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        from autellix.engine_adapters.scheduling import get_policy
+
+        scheduler = info.data.get("scheduler")
+        if scheduler is not None:
+            get_policy(scheduler, value)  # unknown keys / bad values: one clear line naming them
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SidecarSettings:
+        self.window_params()
+        return self
+
+    def window_params(self) -> WindowParams:
+        """The admission window's parameters."""
+        from autellix.engine_adapters.admission import WindowParams
+
+        return WindowParams(
+            initial=min(max(self.initial_window, self.min_window), self.max_in_flight),
+            minimum=min(self.min_window, self.max_in_flight),
+            maximum=self.max_in_flight,
+            overprovision=self.overprovision,
+            adaptive=self.window_mode == "adaptive",
+            congestion_probes=self.congestion_probes,
+            kv_high_watermark=self.kv_high_watermark,
+        )

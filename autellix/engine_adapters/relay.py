@@ -1,0 +1,240 @@
+"""Forwarding an admitted call to the engine and its answer to the client (the IO half of the sidecar).
+
+1. The body goes out as the client sent it (the raw bytes) unless the adapter must change it:
+   ``priority`` from the call's queue level when the engine runs a priority policy, and
+   ``stream_options.include_usage`` for streams, so we can count tokens.
+2. Non-streamed answers and engine errors (any status) pass through with their status and body; the
+   completion report rides in the ``X-Autellix-Report`` header, which only the proxy reads.
+3. Streams are relayed event by event as they arrive (sse.py), the report written as an SSE comment
+   just before ``data: [DONE]`` (or at the end of a stream that broke off), a usage chunk that only we
+   asked for removed.
+4. Whatever ends the call early (the client goes away, which cancels the handler or fails a write; the
+   engine breaks off), the engine response is *closed*, not released: closing the connection is how
+   vLLM, SGLang and the simulated engine learn to abort the request. A fully read response is
+   released, so its connection is reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from autellix.engine_adapters.accounting import Usage, compute_report
+from autellix.engine_adapters.protocol import HEADER_PREFIX, REPORT_HEADER, CompletionReport
+from autellix.engine_adapters.scheduling import Admission
+from autellix.engine_adapters.sse import SseRelay
+from autellix.engine_adapters.upstream import EngineUnavailable, forward_headers
+
+if TYPE_CHECKING:
+    from autellix.engine_adapters.sidecar import Sidecar
+
+DRAIN_SECONDS = 2.0  # an engine that keeps a stream open after [DONE] loses the connection, not the call
+
+_RESPONSE_DROPPED = frozenset(
+    {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+)
+
+
+class SidecarError(Exception):
+    """An error answered as OpenAI-style JSON: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        error_type: str = "BadRequestError",
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.status,
+            }
+        }
+
+
+def error_response(error: SidecarError) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=error.headers)
+
+
+def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The engine's response headers a client may see (framing is aiohttp's own; none of ours)."""
+    prefix = HEADER_PREFIX.lower()
+    return {
+        name: value
+        for name, value in headers.items()
+        if name.lower() not in _RESPONSE_DROPPED and not name.lower().startswith(prefix)
+    }
+
+
+def _observe(sidecar: Sidecar, report: CompletionReport, outcome: str) -> None:
+    metrics = sidecar.metrics
+    metrics.requests.labels(outcome).inc()
+    if report.ok:
+        metrics.call_wait.observe(report.queue_wait)
+        metrics.call_exec.observe(report.exec_time)
+
+
+async def forward_call(
+    sidecar: Sidecar,
+    request: web.Request,
+    path: str,
+    raw: bytes,
+    body: dict[str, Any],
+    call_id: str,
+    admission: Admission,
+) -> tuple[web.StreamResponse, bool]:
+    """Send an admitted call to the engine; returns the client's response and whether the call ended
+    normally (False: the engine was unreachable or broke off; the gate then counts an abort)."""
+    stream = body.get("stream") is True
+    options = body.get("stream_options")
+    client_wants_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+    rewritten = sidecar.adapter.rewrite_body(
+        body, priority=sidecar.engine_priority(admission.level), want_usage=stream
+    )
+    data = raw if rewritten is None else json.dumps(rewritten, separators=(",", ":")).encode()
+    headers = forward_headers(request.headers)
+    headers["Content-Type"] = "application/json"
+    gate = sidecar.gate
+    report_for = partial(compute_report, call_id, our_queue_wait=admission.waited, admitted_at=gate.now())
+    try:
+        upstream = await sidecar.client.request("POST", path, data, headers)
+    except EngineUnavailable as exc:
+        report = report_for(completed_at=gate.now(), usage=None, ok=False)
+        _observe(sidecar, report, "engine_unavailable")
+        error = SidecarError(
+            str(exc),
+            status=503,
+            error_type="ServiceUnavailableError",
+            headers={REPORT_HEADER: report.to_json()},
+        )
+        return error_response(error), False
+    reusable = False
+    try:
+        if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
+            response, completed, reusable = await _relay_stream(
+                sidecar, request, upstream, client_wants_usage, report_for
+            )
+        else:
+            response, completed = await _relay_whole(sidecar, upstream, report_for)
+            reusable = completed
+        return response, completed
+    finally:
+        if reusable:
+            upstream.release()
+        else:
+            upstream.close()
+
+
+async def _relay_whole(
+    sidecar: Sidecar, upstream: aiohttp.ClientResponse, report_for: partial[CompletionReport]
+) -> tuple[web.StreamResponse, bool]:
+    gate = sidecar.gate
+    try:
+        payload = await upstream.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        report = report_for(completed_at=gate.now(), usage=None, ok=False)
+        _observe(sidecar, report, "engine_broke_off")
+        error = SidecarError(
+            f"the engine broke off its answer: {exc!r}",
+            status=502,
+            error_type="BadGatewayError",
+            headers={REPORT_HEADER: report.to_json()},
+        )
+        return error_response(error), False
+    completed_at = gate.now()
+    ok = upstream.status < 400
+    usage: Usage | None = None
+    if ok:
+        try:
+            decoded = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            decoded = None
+        if isinstance(decoded, dict):
+            usage = sidecar.adapter.read_usage(decoded)
+    report = report_for(completed_at=completed_at, usage=usage, ok=ok)
+    _observe(sidecar, report, "ok" if ok else "engine_error")
+    headers = response_headers(upstream.headers)
+    headers[REPORT_HEADER] = report.to_json()
+    return web.Response(body=payload, status=upstream.status, headers=headers), True
+
+
+async def _relay_stream(
+    sidecar: Sidecar,
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    client_wants_usage: bool,
+    report_for: partial[CompletionReport],
+) -> tuple[web.StreamResponse, bool, bool]:
+    """Relay an SSE stream; returns the response, whether the call ended normally, and whether the
+    engine connection may be reused (it reached its end)."""
+    relay = SseRelay(client_wants_usage, sidecar.adapter.read_usage)
+    response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
+    await response.prepare(request)
+    broke_off: BaseException | None = None
+    chunks = upstream.content.iter_any().__aiter__()
+    while not relay.done:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            break
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            broke_off = exc
+            break
+        forward = relay.feed(chunk)
+        if forward:
+            await response.write(forward)  # the client gone: ConnectionResetError ends the call upstream
+    # The report is taken at [DONE] itself (or where the stream broke off), and the client let go at once.
+    ok = broke_off is None and not relay.error_seen
+    report = report_for(
+        completed_at=sidecar.gate.now(), usage=relay.usage, ok=ok, fallback_output_tokens=relay.content_events
+    )
+    _observe(sidecar, report, "ok" if ok else "engine_error" if broke_off is None else "engine_broke_off")
+    await response.write(relay.finish(report.sse_line()))
+    await response.write_eof()
+    return response, broke_off is None, broke_off is None and await _drained(upstream)
+
+
+async def _drained(upstream: aiohttp.ClientResponse) -> bool:
+    """Read what the engine still sends after ``[DONE]`` (normally only the end of the chunked body)."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while await upstream.content.readany():
+                pass
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+    return True
+
+
+async def passthrough_get(sidecar: Sidecar, request: web.Request, path: str) -> web.Response:
+    """A GET answered by the engine as it is (``/v1/models``)."""
+    try:
+        upstream = await sidecar.client.request("GET", path, headers=forward_headers(request.headers))
+    except EngineUnavailable as exc:
+        raise SidecarError(str(exc), status=503, error_type="ServiceUnavailableError") from exc
+    try:
+        payload = await upstream.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        upstream.close()
+        raise SidecarError(
+            f"the engine broke off its answer: {exc!r}", status=502, error_type="BadGatewayError"
+        ) from exc
+    upstream.release()
+    return web.Response(body=payload, status=upstream.status, headers=response_headers(upstream.headers))

@@ -1,0 +1,333 @@
+"""``autellix sidecar``: the aiohttp shell in front of one engine (DESIGN.md §1, §3; reference.md §6).
+
+Decisions live in the pure modules (scheduling/ orders calls, admission.py sizes the window, base.py
+and the adapters map priorities and read load, accounting.py and sse.py build the report); this module
+only moves bytes and time between them and the network.
+
+A generation request (``POST /v1/chat/completions`` or ``/v1/completions``) goes through:
+
+1. read and check: body size (413), JSON object (400), ``X-Autellix-*`` headers (400); a call without
+   a program id is a program of its own;
+2. queue: a :class:`QueuedCall` placed by the program's service (``plas``, ``mlfq``) or critical path
+   (``atlas``), waited on until the gate admits it (relay.py then takes over);
+3. leave: in a ``finally``, whatever happened (finished, engine error, client gone while queued or
+   while streaming), so the queue, the in-flight count and the window never leak a call.
+
+Two timers run beside the handlers: the load probe (the window adapts to the engine's running/waiting
+counts; in ``auto`` mode it also asks the engine once whether it runs a priority policy) and the tick
+(beta promotions, service accounting of running calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from autellix.engine_adapters.accounting import estimate_input_tokens
+from autellix.engine_adapters.admission import AdmissionWindow
+from autellix.engine_adapters.base import (
+    AdapterOptions,
+    EngineAdapter,
+    LoadProbeError,
+    PriorityDecision,
+    PrioritySupport,
+    get_adapter,
+    resolve_priority,
+)
+from autellix.engine_adapters.config import SidecarSettings
+from autellix.engine_adapters.gate import AdmissionGate
+from autellix.engine_adapters.metrics import SidecarMetrics
+from autellix.engine_adapters.protocol import CallContext, ProtocolError, decode_call_context
+from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough_get
+from autellix.engine_adapters.scheduling import QueuedCall, get_policy
+from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
+
+log = logging.getLogger("autellix.sidecar")
+
+
+class Sidecar:
+    """Everything one sidecar owns: settings, adapter, gate, engine client, metrics, priority state."""
+
+    def __init__(self, settings: SidecarSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.adapter: EngineAdapter = get_adapter(
+            settings.engine_kind, AdapterOptions(settings.sglang_low_priority_values_first)
+        )
+        queue = get_policy(settings.scheduler, settings.scheduler_params)
+        self.gate = AdmissionGate(queue, AdmissionWindow(settings.window_params()), clock)
+        self.client = EngineClient(settings.engine_url, settings.connect_timeout)
+        self.priority: PriorityDecision = resolve_priority(settings.engine_priority, self.adapter, None)
+        self.metrics = SidecarMetrics(self.gate.stats, lambda: self.priority.enabled)
+        self._detection_pending = (
+            settings.engine_priority != "off" and self.adapter.server_info_path is not None
+        )
+        self._load_path = 0
+        self._warned_probe = False
+        self._next_key = 0
+
+    def queued_call(self, context: CallContext, body: dict[str, Any]) -> QueuedCall:
+        """The queue record of a new call; its key is unique even if a proxy repeats a call id.
+
+        PLAS is for single-threaded programs (the program's summed service), ATLAS for multi-threaded
+        ones (the program's critical path): the scheduler setting picks which header value places it.
+        """
+        self._next_key += 1
+        atlas = self.settings.scheduler == "atlas"
+        return QueuedCall(
+            call_id=f"{self._next_key}:{context.call_id}",
+            program_id=context.program_id,
+            thread_id=context.thread_id,
+            arrival=self.gate.now(),
+            program_service=context.program_critical_path if atlas else context.program_service,
+            program_wait=context.program_wait,
+            size=context.input_tokens or estimate_input_tokens(body),
+        )
+
+    def engine_priority(self, level: int) -> int | None:
+        decision = self.priority
+        if not decision.enabled:
+            return None
+        return self.adapter.engine_priority(level, self.gate.queue.num_levels, decision.low_values_first)
+
+    async def probe_once(self) -> None:
+        """One load probe (and, until it got an answer, the priority-policy detection)."""
+        probe_timeout = max(1.0, 5 * self.settings.probe_interval)
+        if self._detection_pending:
+            await self._detect_priority(probe_timeout)
+        path = self.adapter.load_paths[self._load_path]
+        try:
+            status, text = await self.client.get_text(path, probe_timeout)
+        except (EngineUnavailable, TimeoutError, aiohttp.ClientError) as exc:
+            self._probe_failed(f"engine load probe {path} failed: {exc}")
+            return
+        if status == 404 and self._load_path + 1 < len(self.adapter.load_paths):
+            self._load_path += 1
+            log.info("engine has no %s; probing %s instead", path, self.adapter.load_paths[self._load_path])
+            return
+        if status != 200:
+            self._probe_failed(f"engine load probe {path} answered {status}")
+            return
+        try:
+            load = self.adapter.parse_load(path, text)
+        except LoadProbeError as exc:
+            self._probe_failed(str(exc))
+            return
+        self._warned_probe = False
+        change = self.gate.observe(load)
+        if change.action != "hold":
+            log.debug("window %d -> %d (%s; engine %s)", change.before, change.after, change.reason, load)
+
+    async def _detect_priority(self, timeout: float) -> None:
+        path = self.adapter.server_info_path
+        assert path is not None
+        try:
+            status, text = await self.client.get_text(path, timeout)
+        except (EngineUnavailable, TimeoutError, aiohttp.ClientError):
+            return  # the engine is not up yet: ask again at the next probe
+        if status >= 500:
+            return  # starting up or failing: only a real answer (or a 404) settles the question
+        detected: PrioritySupport | None = self.adapter.detect_priority(status, text)
+        self._detection_pending = False
+        self.priority = resolve_priority(self.settings.engine_priority, self.adapter, detected)
+        log.info(
+            "engine priority field: %s (%s)",
+            "sent" if self.priority.enabled else "not sent",
+            self.priority.reason,
+        )
+
+    def _probe_failed(self, message: str) -> None:
+        self.metrics.probe_failures.inc()
+        if not self._warned_probe:
+            log.warning("%s; the admission window holds until probes succeed", message)
+            self._warned_probe = True
+
+
+SIDECAR = web.AppKey("sidecar", Sidecar)
+
+
+async def _every(seconds: float, what: str, step: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a timer must survive anything, or admission would stall
+            log.exception("%s failed", what)
+        await asyncio.sleep(seconds)
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SidecarError as exc:
+        return error_response(exc)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(SidecarError(f"Request body is too large: {exc.text}", status=413))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
+        return error_response(SidecarError(exc.reason, status=exc.status, error_type=kind))
+    except ConnectionResetError:
+        raise  # the client is gone: nobody to answer
+    except Exception:  # a bug of ours: still answer in the API's error shape, and keep serving
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(
+            SidecarError("Internal error in the sidecar.", status=500, error_type="InternalServerError")
+        )
+
+
+async def _generate(
+    request: web.Request, path: Literal["/v1/chat/completions", "/v1/completions"]
+) -> web.StreamResponse:
+    sidecar = request.app[SIDECAR]
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SidecarError(f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise SidecarError("Request body must be a JSON object")
+    try:
+        context = decode_call_context(request.headers, uuid.uuid4().hex, time.time())
+    except ProtocolError as exc:
+        raise SidecarError(str(exc), param="headers") from exc
+    call = sidecar.queued_call(context, body)
+    gate = sidecar.gate
+    admission_future = gate.enter(call)
+    completed = False
+    try:
+        admission = await admission_future
+        response, completed = await forward_call(
+            sidecar, request, path, raw, body, context.call_id, admission
+        )
+        return response
+    except (asyncio.CancelledError, ConnectionResetError):
+        sidecar.metrics.requests.labels("client_gone").inc()
+        raise
+    finally:
+        gate.leave(call.call_id, completed)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "/v1/chat/completions")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, "/v1/completions")
+
+
+async def models(request: web.Request) -> web.StreamResponse:
+    return await passthrough_get(request.app[SIDECAR], request, "/v1/models")
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    try:
+        status, _ = await sidecar.client.get_text(sidecar.adapter.health_path, 2.0)
+    except (EngineUnavailable, TimeoutError, aiohttp.ClientError) as exc:
+        return web.json_response({"status": "engine unreachable", "detail": str(exc)}, status=503)
+    if status != 200:
+        return web.json_response({"status": f"engine answered {status}"}, status=503)
+    return web.json_response({"status": "ready", "engine": sidecar.settings.engine_url})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[SIDECAR].metrics.registry
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(settings: SidecarSettings) -> web.Application:
+    """The sidecar's aiohttp application; the engine client and the timers live as long as it does."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_errors])
+    app[SIDECAR] = Sidecar(settings)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        sidecar = app[SIDECAR]
+        await sidecar.client.start()
+
+        async def tick() -> None:
+            sidecar.gate.tick()
+
+        timers = [
+            asyncio.create_task(_every(settings.probe_interval, "load probe", sidecar.probe_once)),
+            asyncio.create_task(_every(settings.tick_interval, "tick", tick)),
+        ]
+        yield
+        for task in timers:
+            task.cancel()
+        for task in timers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await sidecar.client.close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve(settings: SidecarSettings) -> None:
+    app = create_app(settings)
+    # Cancel a handler when its client disconnects: its call then leaves our queue or the engine.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    addresses = runner.addresses
+    port = int(addresses[0][1]) if addresses else settings.port
+    log.info(
+        "sidecar for %s engine %s (scheduler %s, window %s) listening on http://%s:%d",
+        settings.engine_kind,
+        settings.engine_url,
+        settings.scheduler,
+        settings.window_mode,
+        settings.host,
+        port,
+    )
+    print(f"autellix sidecar listening on http://{settings.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(settings: SidecarSettings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(
+            f"autellix sidecar: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            flush=True,
+        )
+        return 1
+    return 0

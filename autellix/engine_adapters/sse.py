@@ -1,0 +1,125 @@
+"""Relay of an engine's SSE stream to the client, with our report added (pure code: bytes in, bytes out).
+
+Theory of operation (DESIGN.md §3, protocol.py rule 2)
+-----------------------------------------------------
+The engine's stream arrives in chunks split anywhere, even inside a line. The relay cuts it into SSE
+events (an event ends at a blank line: ``\\n\\n`` or ``\\r\\n\\r\\n``) and passes every complete event on
+at once, byte for byte; only an incomplete tail is held until its end arrives (a client cannot use
+half an event anyway). Per event:
+
+1. ``data: [DONE]`` ends the stream: it is held back, with anything after it, so that the shell can
+   write the completion report (an SSE comment line, ignored by SSE clients and stripped by the proxy)
+   just before it: :meth:`SseRelay.finish`.
+2. A chunk that carries ``usage`` (only those mentioning ``"usage"`` are parsed, so the per-token hot
+   path does no JSON work) updates the call's usage. If it is a usage-only chunk (empty ``choices``)
+   and the client did not ask for usage itself, it is dropped: the sidecar asked the engine for usage
+   to count tokens, and the client must see the stream it would have seen without us.
+3. A chunk with a top-level ``error`` marks the call as failed (vLLM reports mid-stream errors so).
+4. Events that carry ``choices`` content are counted, as the output-token fallback (accounting.py).
+5. If the stream ends without ``[DONE]`` (engine aborted, connection lost), :meth:`finish` flushes the
+   held tail, closes it as an event and appends the report, so the proxy still learns what happened.
+
+Feeding the same bytes in any split gives the same output bytes (the property the tests check).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from autellix.engine_adapters.accounting import Usage
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+_DONE = b"[DONE]"
+
+UsageReader = Callable[[Mapping[str, Any]], "Usage | None"]
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The joined ``data:`` payload of one event (without its terminator), None if it has none."""
+    parts = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            parts.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(parts) if parts else None
+
+
+class SseRelay:
+    """Cuts an SSE byte stream into events, forwards them and collects what the report needs."""
+
+    def __init__(self, client_wants_usage: bool, read_usage: UsageReader) -> None:
+        self._strip_usage_chunk = not client_wants_usage
+        self._read_usage = read_usage
+        self._buffer = b""
+        self._held = b""  # the [DONE] event and whatever followed it
+        self.done = False
+        self.usage: Usage | None = None
+        self.error_seen = False
+        self.content_events = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Take the next bytes from the engine; return the bytes to send to the client now."""
+        if self.done:
+            self._held += chunk
+            return b""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        out: list[bytes] = []
+        start = 0
+        while True:
+            match = _EVENT_END.search(buffer, start)
+            if match is None:
+                break
+            end = match.end()
+            event = buffer[start:end]
+            start = end
+            if self._keep(event):
+                out.append(event)
+            if self.done:
+                self._held = event + buffer[start:]
+                start = len(buffer)
+                break
+        self._buffer = buffer[start:]
+        return b"".join(out)
+
+    def finish(self, report_line: bytes) -> bytes:
+        """The stream's end: held tail, then ``report_line``, then the held ``[DONE]`` (if any)."""
+        tail = self._buffer
+        self._buffer = b""
+        if tail:  # an unfinished event (never a complete one: feed() passed those on): close it
+            tail += b"\n\n"
+        held, self._held = self._held, b""
+        return tail + report_line + held
+
+    def _keep(self, event: bytes) -> bool:
+        """Classify one complete event; False drops it (the held [DONE] is not kept either)."""
+        data = _data_of(event)
+        if data is None:
+            return True
+        if data.strip() == _DONE:
+            self.done = True
+            return False
+        if b'"usage"' not in data and b'"error"' not in data:
+            if b'"choices"' in data:
+                self.content_events += 1
+            return True
+        try:
+            payload = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return True
+        if not isinstance(payload, dict):
+            return True
+        if "error" in payload and "choices" not in payload:
+            self.error_seen = True
+            return True
+        usage = self._read_usage(payload)
+        choices = payload.get("choices")
+        if usage is not None:
+            self.usage = usage
+            if self._strip_usage_chunk and not choices:
+                return False
+        if choices:
+            self.content_events += 1
+        return True
