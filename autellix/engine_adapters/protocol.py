@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 HEADER_PREFIX = "X-Autellix-"
 PROGRAM_ID = "X-Autellix-Program-Id"
@@ -124,7 +124,17 @@ class CompletionReport:
     ok: bool = True  # False: aborted or failed; the measured time still counts as service
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Built by hand: dataclasses.asdict deep-copies and costs ~30 µs on the per-call hot path.
+        fields = {
+            "call_id": self.call_id,
+            "queue_wait": self.queue_wait,
+            "exec_time": self.exec_time,
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens,
+            "ok": self.ok,
+        }
+        return json.dumps(fields, separators=(",", ":"))
 
     def sse_line(self) -> bytes:
         return REPORT_SSE_PREFIX + self.to_json().encode() + b"\n\n"

@@ -6,7 +6,7 @@ requests like vLLM, turns them into engine requests, streams tokens out as the
 request in the engine when its client goes away (handler cancellation on disconnect, as vLLM does).
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``GET /health``,
-``GET /metrics``, ``POST /tokenize``, ``POST /detokenize``, ``GET /version``.
+``GET /metrics``, ``POST /tokenize``, ``POST /detokenize``, ``GET /version``, ``GET /server_info``.
 """
 
 from __future__ import annotations
@@ -322,6 +322,28 @@ async def health(_request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+async def server_info(request: web.Request) -> web.Response:
+    """The engine's configuration, shaped like vLLM's (dev-mode) ``/server_info`` config sections."""
+    service = request.app[SERVICE]
+    config = service.driver.engine.config
+    return web.json_response(
+        {
+            "model_config": {"model": service.settings.model_name, "max_model_len": config.max_model_len},
+            "scheduler_config": {
+                "policy": config.policy,
+                "max_num_seqs": config.max_num_seqs,
+                "max_num_batched_tokens": config.max_num_batched_tokens,
+            },
+            "cache_config": {
+                "block_size": config.block_size,
+                "num_gpu_blocks": config.num_gpu_blocks,
+                "enable_prefix_caching": config.enable_prefix_caching,
+            },
+            "simulated_profile": service.profile.name,
+        }
+    )
+
+
 async def version(_request: web.Request) -> web.Response:
     return web.json_response({"version": f"autellix-sim-{__version__}"})
 
@@ -404,6 +426,7 @@ def create_app(settings: SimEngineSettings) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/version", version)
+    app.router.add_get("/server_info", server_info)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/detokenize", detokenize)

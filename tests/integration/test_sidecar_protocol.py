@@ -318,3 +318,20 @@ def test_priority_is_sent_only_to_a_priority_engine(
     assert "priority" in body if expected is not None else "priority" not in body
     assert not [k for k in seen_headers if k.lower().startswith("x-autellix")]
     assert {k.lower(): v for k, v in seen_headers.items()}.get("x-request-id") == "r1"
+
+
+@pytest.mark.parametrize(("policy", "enabled"), [("priority", 1.0), ("fcfs", 0.0)])
+def test_auto_priority_detects_the_simulated_engines_policy(
+    sim_engine_factory: SimEngineFactory, sidecar_factory: SidecarFactory, policy: str, enabled: float
+) -> None:
+    engine = sim_engine_factory("--time-scale", "0.01", "--scheduling-policy", policy)
+    sidecar = sidecar_factory(
+        engine.url, "--engine-kind", "sim", "--engine-priority", "auto", "--probe-interval", "0.02"
+    )
+    gauge = "autellix_sidecar_engine_priority_enabled"
+    assert wait_for(lambda: metric_value(metrics_of(sidecar.url), gauge) == enabled)
+    headers = {protocol.PROGRAM_ID: "p", protocol.PROGRAM_SERVICE: "5.0"}
+    reply = httpx.post(
+        sidecar.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers=headers, timeout=10
+    )
+    assert reply.status_code == 200
