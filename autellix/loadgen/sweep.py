@@ -32,10 +32,12 @@ __all__ = ["DEFAULT_RATES", "cluster_config", "programs_for_rate", "run_bench", 
 
 # Rates (programs/s) spanning light load to past saturation of one A100 8B engine in this simulator.
 DEFAULT_RATES: Mapping[str, tuple[float, ...]] = {
-    "sharegpt": (0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
-    "bfcl": (0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
-    "lats": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
-    "mixed": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6),
+    # Below saturation every queue policy gives vllm-opt's result (nothing waits, so there is nothing to
+    # reorder); each range therefore runs from light load to well past the knee of vllm-opt's curve.
+    "sharegpt": (0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+    "bfcl": (1.0, 1.5, 2.0, 2.5, 3.0, 3.5),
+    "lats": (0.2, 0.4, 0.6, 0.8, 1.0, 1.2),
+    "mixed": (0.4, 0.8, 1.0, 1.5, 2.0, 2.5),
 }
 
 
