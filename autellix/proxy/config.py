@@ -1,0 +1,135 @@
+"""Settings of ``autellix proxy`` (flags, ``AUTELLIX_*`` environment, YAML; see autellix/settings.py).
+
+Light on purpose: the CLI imports this module to build ``--help``. Backends are given as ``URL`` or
+``ID=URL`` (``--backend`` repeated, or a YAML list); the id names the engine in the program table, the
+metrics and the pins, so every replica must be given the same ids (the default id is the URL itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_backend(spec: str) -> tuple[str, str]:
+    """``"URL"`` or ``"ID=URL"`` → ``(id, url)``; the URL must be http(s) and loses a trailing slash."""
+    spec = spec.strip()
+    engine_id, sep, url = spec.partition("=")
+    if not sep or "://" in engine_id:
+        engine_id, url = "", spec
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+        raise ValueError(f"backend {spec!r}: the URL must start with http:// or https://")
+    engine_id = engine_id or url
+    if not engine_id.isprintable() or len(engine_id) > 256:
+        raise ValueError(f"backend {spec!r}: the id must be printable and at most 256 characters")
+    return engine_id, url
+
+
+class ProxySettings(BaseSettings):
+    """The front proxy: backends, program table, routing, limits, health checks and retries."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTELLIX_", extra="forbid")
+
+    backend: list[str] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="an engine or sidecar to forward to, as URL or ID=URL (at least one)",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL for the shared program table (redis://, rediss:// or unix://); "
+        "none: an in-memory table local to this process",
+    )
+    redis_cluster: bool = Field(False, description="the Redis URL points at a Redis Cluster")
+    redis_key_prefix: str = Field("autellix", description="prefix of every Redis key of the program table")
+    redis_timeout: float = Field(
+        0.5, gt=0, description="seconds before a Redis operation counts as failed (then: degraded mode)"
+    )
+    replica_id: str | None = Field(
+        None, description="this replica's id for leases in Redis (default: random per process)"
+    )
+    lease_ttl: float = Field(
+        15.0,
+        gt=0,
+        description="seconds a crashed replica's calls stay counted in Redis before any "
+        "replica's gc releases them",
+    )
+    router: str = Field("autellix", description="routing policy by name (see autellix.proxy.routing)")
+    router_params: dict[str, Any] | None = Field(
+        None, description="the router's parameters (YAML mapping or JSON), e.g. {short_call_max_tokens: 2048}"
+    )
+    router_weights: dict[str, float] | None = Field(None, description="the router's scorer weights")
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8080, ge=0, le=65535, description="port to bind (0 picks a free one)")
+    program_ttl: float = Field(600.0, gt=0, description="seconds of inactivity after which a program expires")
+    stuck_ttl: float = Field(
+        3600.0,
+        gt=0,
+        description="seconds without activity after which a program with calls in flight expires",
+    )
+    gc_interval: float = Field(5.0, gt=0, description="seconds between program-table garbage collections")
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="largest request body accepted (413 above)"
+    )
+    health_check_interval: float = Field(2.0, gt=0, description="seconds between backend health checks")
+    health_check_timeout: float = Field(1.0, gt=0, description="seconds a health check may take")
+    retries: int = Field(
+        2, ge=0, description="retries on another backend for a call that fails before its first byte"
+    )
+    retry_backoff: float = Field(0.05, ge=0, description="seconds before the first retry (doubling after)")
+    connect_timeout: float = Field(2.0, gt=0, description="seconds to connect to a backend")
+    read_timeout: float = Field(600.0, gt=0, description="seconds a backend may stay silent mid-call")
+    ready_requires_table: bool = Field(
+        True, description="GET /ready fails while Redis is unreachable (off: ready whenever a backend is)"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("backend")
+    @classmethod
+    def _backends(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("no backend: give --backend URL (repeatable) or a 'backend' list in --config")
+        ids = [parse_backend(value)[0] for value in values]
+        duplicates = sorted({engine_id for engine_id in ids if ids.count(engine_id) > 1})
+        if duplicates:
+            raise ValueError(f"backend ids must be unique, repeated: {', '.join(duplicates)}")
+        return values
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or "{" in value or "}" in value:
+            raise ValueError("must be non-empty and contain no braces")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProxySettings:
+        if self.stuck_ttl < self.program_ttl:
+            raise ValueError(f"stuck_ttl ({self.stuck_ttl}) must be >= program_ttl ({self.program_ttl})")
+        self.router_config()  # an unknown router, parameter or weight: one clear line
+        return self
+
+    def backends(self) -> list[tuple[str, str]]:
+        return [parse_backend(value) for value in self.backend]
+
+    def router_config(self) -> Any:
+        from autellix.proxy.routing import RouterConfig, get_router
+
+        config = RouterConfig.parse(
+            {"name": self.router, "params": self.router_params or {}, "weights": self.router_weights or {}}
+        )
+        get_router(config)
+        return config

@@ -1,0 +1,430 @@
+"""One generation call through the proxy: identify, route, record, forward, retry, report (the IO shell).
+
+Decisions are made elsewhere (body.py and identity.py read the request, the router picks an engine, the
+program table resolves the pin and the priority context, sse.py cuts the report out of the stream);
+this module moves bytes and time between them. Per call:
+
+1. Read and check the body (413, 400), the identity (400) and the model (404 if no backend lists it).
+2. Route over the backends that serve the model, with this replica's view of the fleet's loads (the
+   ``engine_loads`` of the latest ``start_call``) and of the program's pin; then ``start_call`` in the
+   table, which may redirect the call to the program's existing pin.
+3. Forward the body unchanged with the call's priority context (``X-Autellix-*``); the client's own
+   ``X-Autellix-*`` headers are dropped, so a client cannot forge a priority.
+4. Before the first byte, a connection failure or a 502/503 answer ends the attempt as failed (no
+   service added) and the call is routed again without that engine, after a jittered exponential
+   backoff, at most ``retries`` times. After the first byte there is no retry: a broken stream ends
+   with an SSE error event (and ``[DONE]``); a broken non-streaming read is a 502.
+5. The completion report (sidecar) or, against a bare engine, the proxy's own measurement is applied
+   with ``finish_call`` before the client gets the end of the reply, so the program's next call sees
+   the updated service. Measurement without a sidecar (an approximation): queue wait = request sent →
+   first response byte, execution = first byte → last byte for streams; for non-streaming replies,
+   whose first byte is their last, execution = request sent → reply and wait = 0.
+6. A client that disconnects cancels the handler (``handler_cancellation``); the upstream connection is
+   closed, which aborts the call in the sidecar or engine, and the call is finished as failed with the
+   time measured so far, in a background task that the cancellation cannot interrupt.
+7. A call without a program id is a program of its own, ended together with its call's finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from autellix.engine_adapters.protocol import (
+    REPORT_HEADER,
+    CallContext,
+    CompletionReport,
+    ProtocolError,
+    decode_report,
+)
+
+from .backends import Backend, BackendPool
+from .body import CallBody, Kind, parse_call_body
+from .errors import ApiError, bad_request
+from .headers import client_headers, upstream_headers
+from .identity import IdentityError, extract_identity
+from .metrics import ProxyMetrics, reason_label
+from .programs import CallFinish, CallStart, CallStartResult
+from .routing import EngineView, NoEngineAvailable, RouteRequest, RoutingPolicy
+from .sse import ReportLine, ReportStripper
+from .store import ProgramStore
+
+log = logging.getLogger("autellix.proxy.forward")
+
+_RETRY_STATUSES = frozenset({502, 503})
+_CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+MAX_PIN_CACHE = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardSettings:
+    retries: int = 2
+    backoff: float = 0.05
+    connect_timeout: float = 2.0
+    read_timeout: float = 600.0
+
+
+@dataclass(slots=True)
+class _Call:
+    """One attempt's bookkeeping, shared by the steps of :meth:`Forwarder._exchange`."""
+
+    program_id: str
+    call_id: str
+    one_shot: bool
+    started: float  # the request's arrival (perf_counter)
+    sent: float = 0.0
+    upstream_end: float = 0.0
+    finished: bool = False
+
+
+class _Retry(Exception):
+    """An attempt failed before its first byte; the call may go to another engine."""
+
+    def __init__(self, kind: str, error: ApiError) -> None:
+        super().__init__(error.message)
+        self.kind = kind
+        self.error = error
+
+
+class Forwarder:
+    """The per-app call path (see the module doc)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        pool: BackendPool,
+        store: ProgramStore,
+        router: RoutingPolicy,
+        metrics: ProxyMetrics,
+        settings: ForwardSettings,
+        replica_id: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.session = session
+        self.pool = pool
+        self.store = store
+        self.router = router
+        self.metrics = metrics
+        self.settings = settings
+        self.replica_id = replica_id
+        self.rng = rng or random.Random(0)
+        self.loads: dict[str, int] = {}
+        self.pins: OrderedDict[str, str] = OrderedDict()
+        self._seq = itertools.count()
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
+        self.background: set[asyncio.Task[None]] = set()
+
+    def refresh_loads(self, loads: Mapping[str, int], export: bool = False) -> None:
+        """This replica's view of the fleet's loads; ``export`` also sets the gauges (periodically)."""
+        self.loads = dict(loads)
+        if export:
+            for engine in self.pool.by_id:
+                self.metrics.child(self.metrics.engine_load, engine).set(self.loads.get(engine, 0))
+
+    def _remember_pin(self, program_id: str, engine: str | None) -> None:
+        if engine is None:
+            return
+        self.pins[program_id] = engine
+        self.pins.move_to_end(program_id)
+        if len(self.pins) > MAX_PIN_CACHE:
+            self.pins.popitem(last=False)
+
+    async def handle(self, request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
+        started = time.perf_counter()
+        raw = await request.read()
+        body = parse_call_body(kind, raw)
+        try:
+            identity = extract_identity(request.headers, body.metadata)
+        except IdentityError as exc:
+            raise bad_request(str(exc), param=exc.param, code="invalid_header") from None
+        serving = self.pool.serving(body.model)
+        if serving is None:
+            raise ApiError(
+                404, f"The model `{body.model}` does not exist.", code="model_not_found", param="model"
+            )
+        call_id = f"{self.replica_id}-{next(self._seq)}"
+        one_shot = identity.program_id is None
+        program_id = identity.program_id or f"call-{call_id}"
+        excluded: set[str] = set()
+        last_error: ApiError | None = None
+        retries = 0
+        for attempt in itertools.count():
+            views = [
+                EngineView(
+                    b.engine_id,
+                    healthy=b.healthy and b.engine_id not in excluded,
+                    outstanding=self.loads.get(b.engine_id, 0),
+                )
+                for b in serving
+            ]
+            route = RouteRequest(
+                program_id=program_id,
+                thread_id=identity.thread_id,
+                input_tokens=body.input_tokens,
+                prefix=body.prefix,
+                pinned_engine=self.pins.get(program_id),
+                now=time.time(),
+            )
+            try:
+                decision = self.router.route(route, views)
+            except NoEngineAvailable as exc:
+                if one_shot:
+                    await self.store.end(program_id, time.time())
+                raise last_error or ApiError(503, f"No backend available: {exc}", code="no_backend") from None
+            # count the call in this replica's view at once, so that calls arriving together spread out
+            # before their starts return with the fleet's view
+            self.loads[decision.engine_id] = self.loads.get(decision.engine_id, 0) + 1
+            call = f"{call_id}.{attempt}" if attempt else call_id
+            start = CallStart(
+                program_id, call, decision.engine_id, identity.thread_id, body.input_tokens, decision.pin
+            )
+            starting = asyncio.ensure_future(self.store.start_call(start, time.time()))
+            try:
+                result = await asyncio.shield(starting)
+            except asyncio.CancelledError:  # the client left while the table was recording the start
+                self._in_background(self._give_back(starting, _Call(program_id, call, one_shot, started)))
+                raise
+            self.refresh_loads(result.engine_loads)
+            self._remember_pin(program_id, result.pinned_engine)
+            engine = result.engine_id
+            redirected = engine != decision.engine_id
+            reason = "pin_redirect" if redirected else reason_label(decision.reason)
+            self.metrics.child(self.metrics.routing, engine, reason).inc()
+            backend = self.pool.by_id.get(engine)
+            if backend is None or engine in excluded or not backend.healthy or backend not in serving:
+                # the program's pin names an engine this call cannot use: give the attempt back
+                await self._finish(
+                    _Call(program_id, call, False, started), None, 0.0, 0.0, ok=False, end=False
+                )
+                excluded.add(engine)
+                continue
+            attempt_call = _Call(program_id, call, one_shot, started)
+            try:
+                return await self._exchange(
+                    request, path, backend, body, raw, identity.thread_id, result, attempt_call
+                )
+            except _Retry as failure:
+                last_error = failure.error
+                self.metrics.upstream_errors.labels(engine, failure.kind).inc()
+                excluded.add(engine)
+                if retries >= self.settings.retries:
+                    if one_shot:
+                        await self.store.end(program_id, time.time())
+                    raise failure.error from None
+                retries += 1
+                self.metrics.retries.labels(engine).inc()
+                delay = self.settings.backoff * (2 ** (retries - 1)) * (0.5 + self.rng.random())
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _exchange(
+        self,
+        request: web.Request,
+        path: str,
+        backend: Backend,
+        body: CallBody,
+        raw: bytes,
+        thread_id: str | None,
+        result: CallStartResult,
+        call: _Call,
+    ) -> web.StreamResponse:
+        context = CallContext(
+            program_id=result.program_id,
+            call_id=call.call_id,
+            thread_id=thread_id,
+            program_service=result.service_plas,
+            program_critical_path=result.service_atlas,
+            program_wait=result.program_wait,
+            arrival=time.time(),
+            input_tokens=body.input_tokens,
+        )
+        headers = upstream_headers(request.headers.items(), context)
+        engine = backend.engine_id
+        backend.in_flight += 1
+        self.metrics.child(self.metrics.in_flight, engine).inc()
+        call.sent = time.perf_counter()
+        reply: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                reply = await self.session.post(
+                    backend.url + path, data=raw, headers=headers, timeout=self._timeout
+                )
+            except _CONNECT_ERRORS as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    self.pool.mark_down(engine, f"{type(exc).__name__}: {exc}")
+                await self._finish(call, None, 0.0, 0.0, ok=False, end=False)
+                error = ApiError(502, f"Upstream {engine} unreachable: {exc}", code="upstream_unavailable")
+                raise _Retry("connect", error) from None
+            except TimeoutError:
+                await self._finish(call, None, 0.0, 0.0, ok=False, end=False)
+                raise _Retry(
+                    "timeout", ApiError(504, f"Upstream {engine} timed out", code="upstream_timeout")
+                ) from None
+            if reply.status in _RETRY_STATUSES:
+                data = await reply.read()
+                await self._finish(call, None, 0.0, 0.0, ok=False, end=False)
+                raise _Retry(f"status_{reply.status}", _passthrough_error(reply.status, data))
+            if reply.content_type == "text/event-stream":
+                response = await self._stream(request, reply, engine, call)
+            else:
+                response = await self._complete(reply, engine, call)
+            self.metrics.child(self.metrics.added_latency, "true" if body.stream else "false").observe(
+                max(0.0, (time.perf_counter() - call.started) - (call.upstream_end - call.sent))
+            )
+            return response
+        except BaseException:  # the client left (cancelled, or reset while we wrote), or the unforeseen
+            if not call.finished:
+                elapsed = time.perf_counter() - call.sent
+                self._in_background(self._finish(call, None, 0.0, elapsed, ok=False, end=call.one_shot))
+            raise
+        finally:
+            if reply is not None:
+                reply.close()
+            backend.in_flight -= 1
+            self.metrics.child(self.metrics.in_flight, engine).dec()
+
+    async def _complete(self, reply: aiohttp.ClientResponse, engine: str, call: _Call) -> web.Response:
+        try:
+            data = await reply.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self.metrics.upstream_errors.labels(engine, "midstream").inc()
+            await self._finish(call, None, 0.0, time.perf_counter() - call.sent, ok=False, end=call.one_shot)
+            raise ApiError(502, f"Upstream {engine} failed mid-reply: {exc}", code="upstream_error") from None
+        call.upstream_end = time.perf_counter()
+        report = self._report(reply.headers.get(REPORT_HEADER))
+        exec_time = call.upstream_end - call.sent
+        await self._finish(call, report, 0.0, exec_time, ok=reply.status < 400, end=call.one_shot)
+        return web.Response(status=reply.status, body=data, headers=client_headers(reply.headers.items()))
+
+    async def _stream(
+        self, request: web.Request, reply: aiohttp.ClientResponse, engine: str, call: _Call
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=reply.status, headers=client_headers(reply.headers.items()))
+        await response.prepare(request)
+        stripper = ReportStripper()
+        first: float | None = None
+        ok = reply.status < 400
+
+        async def emit(segments: list[bytes | ReportLine]) -> None:
+            for segment in segments:
+                if isinstance(segment, ReportLine):
+                    if not call.finished:
+                        report = self._report(segment.payload)
+                        end = time.perf_counter()
+                        begin = first or end
+                        await self._finish(call, report, begin - call.sent, end - begin, ok, call.one_shot)
+                else:
+                    await response.write(segment)
+
+        failure: Exception | None = None
+        while True:
+            try:  # only the upstream's errors are caught here; the client's (while writing) propagate
+                chunk = await reply.content.readany()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                failure = exc
+                break
+            if not chunk:
+                break
+            if first is None:
+                first = time.perf_counter()
+                self.metrics.ttft.observe(first - call.started)
+            await emit(stripper.feed(chunk))
+        await emit(stripper.close())
+        if failure is not None:
+            ok = False
+            self.metrics.child(self.metrics.upstream_errors, engine, "midstream").inc()
+            message = f"Upstream {engine} failed mid-stream: {failure}"
+            error = {
+                "error": {
+                    "message": message,
+                    "type": "upstream_error",
+                    "param": None,
+                    "code": "upstream_error",
+                }
+            }
+            await response.write(f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode())
+        call.upstream_end = time.perf_counter()
+        if not call.finished:
+            self.metrics.child(self.metrics.reports, "measured").inc()
+            begin = first or call.upstream_end
+            await self._finish(call, None, begin - call.sent, call.upstream_end - begin, ok, call.one_shot)
+        await response.write_eof()
+        return response
+
+    def _report(self, raw: str | bytes | None) -> CompletionReport | None:
+        if raw is None:
+            self.metrics.child(self.metrics.reports, "measured").inc()
+            return None
+        try:
+            report = decode_report(raw)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed completion report: %s", exc)
+            self.metrics.child(self.metrics.reports, "invalid").inc()
+            return None
+        self.metrics.child(self.metrics.reports, "sidecar").inc()
+        return report
+
+    async def _finish(
+        self,
+        call: _Call,
+        report: CompletionReport | None,
+        wait: float,
+        exec_time: float,
+        ok: bool,
+        end: bool,
+    ) -> None:
+        call.finished = True
+        if report is not None:
+            finish = CallFinish(
+                call.program_id,
+                call.call_id,
+                exec_time=report.exec_time,
+                queue_wait=report.queue_wait,
+                prompt_tokens=report.prompt_tokens,
+                cached_tokens=report.cached_tokens,
+                output_tokens=report.output_tokens,
+                ok=report.ok and ok,
+            )
+        else:
+            finish = CallFinish(call.program_id, call.call_id, exec_time=exec_time, queue_wait=wait, ok=ok)
+        self.metrics.call_exec.observe(max(0.0, finish.exec_time))
+        self.metrics.call_wait.observe(max(0.0, finish.queue_wait))
+        state = await self.store.finish_call(finish, time.time(), end_program=end)
+        if end and state is not None:
+            self.metrics.program_service.observe(state.service_plas)
+            self.metrics.program_wait.observe(state.wait)
+
+    async def _give_back(self, starting: asyncio.Future[CallStartResult], call: _Call) -> None:
+        with contextlib.suppress(Exception):
+            await starting
+            await self._finish(call, None, 0.0, 0.0, ok=False, end=call.one_shot)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+
+def _passthrough_error(status: int, data: bytes) -> ApiError:
+    """A backend's 502/503 after the last retry: its own message when it sent OpenAI-style JSON."""
+    message = f"Upstream answered {status}"
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        parsed = json.loads(data)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            message = str(parsed["error"].get("message") or message)
+    return ApiError(status, message, code="upstream_unavailable")

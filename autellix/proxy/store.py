@@ -1,0 +1,231 @@
+"""The proxy's program table: Redis when configured, in-process memory otherwise, and memory as the
+fallback while Redis is down.
+
+Theory of operation
+-------------------
+1. Without a Redis URL every operation goes to a :class:`LocalProgramTable` (the in-memory table of
+   :mod:`.programs.memory`); each replica then has its own programs, which is right for one replica.
+2. With Redis, every operation goes to the :class:`~.programs.redis_table.RedisProgramTable`. The first
+   failure of an operation (connection refused, timeout, any Redis error) switches the store to
+   *degraded*: a warning is logged and from then on calls start in the local table, so the proxy keeps
+   serving with program-local state. Nothing is retried against Redis on the hot path; instead
+   :meth:`ProgramStore.maintain` (run every second or so) pings Redis and, when it answers, switches
+   back (a second log line says so).
+3. What is kept and what is lost across an outage:
+   - finishes of calls that had started on Redis and ended during the outage are queued (up to
+     :data:`MAX_PENDING_FINISHES`) and replayed when Redis returns; finishes are idempotent (rule 4), so
+     a replay never double-counts, and one whose program expired meanwhile is simply dropped;
+   - calls that started during the outage live in the local table until they finish; their programs'
+     service, waits and pins are NOT merged into Redis (the program restarts from what Redis had, so the
+     priority of a program that ran during the outage is too high for a while, never too low);
+   - engine loads: while degraded, a replica sees only its own calls (least-used is local);
+   - if the outage outlasts the replica's lease, other replicas release its Redis calls (their counts
+     and in-flight entries); their late finishes are then no-ops.
+4. Each call remembers where it started (``(program, call)`` in ``_local_calls``), so its finish goes
+   to the same table whatever happened in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
+
+from redis.exceptions import RedisError
+
+from .programs import CallFinish, CallStart, CallStartResult, MemoryProgramTable, ProgramState
+from .programs.redis_table import RedisProgramTable
+from .programs.rules import new_program
+
+log = logging.getLogger("autellix.proxy.table")
+
+MAX_PENDING_FINISHES = 10_000
+T = TypeVar("T")
+TableObserver = Callable[[str, float, bool], None]
+_OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class LocalProgramTable(MemoryProgramTable):
+    """The in-memory table plus what the proxy needs beyond the protocol: create, finish-and-end."""
+
+    def create(self, program_id: str, now: float) -> bool:
+        if program_id in self:
+            return False
+        self._programs[program_id] = new_program(program_id, now)
+        return True
+
+    def finish_and_maybe_end(self, finish: CallFinish, now: float, end_program: bool) -> ProgramState | None:
+        state = self.finish_call(finish, now)
+        if state is not None and end_program:
+            self.end(finish.program_id, now)
+        return state
+
+
+class ProgramStore:
+    """What the proxy's handlers call (see the module doc for the rules)."""
+
+    def __init__(
+        self,
+        redis: RedisProgramTable | None,
+        local: LocalProgramTable,
+        observe: TableObserver | None = None,
+        on_degraded: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.local = local
+        self._observe = observe or (lambda op, seconds, ok: None)
+        self._on_degraded = on_degraded or (lambda degraded: None)
+        self.degraded = False
+        self._local_calls: set[tuple[str, str]] = set()
+        self._pending: deque[tuple[CallFinish, float, bool]] = deque(maxlen=MAX_PENDING_FINISHES)
+
+    @property
+    def mode(self) -> Literal["memory", "redis", "degraded"]:
+        if self.redis is None:
+            return "memory"
+        return "degraded" if self.degraded else "redis"
+
+    @property
+    def reachable(self) -> bool:
+        return self.redis is None or not self.degraded
+
+    async def _on_redis(self, op: str, action: Callable[[RedisProgramTable], Awaitable[T]]) -> T:
+        assert self.redis is not None
+        started = time.perf_counter()
+        try:
+            result = await action(self.redis)
+        except _OUTAGE as exc:
+            self._observe(op, time.perf_counter() - started, False)
+            if not self.degraded:
+                self.degraded = True
+                self._on_degraded(True)
+                log.warning(
+                    "Redis unreachable (%s: %s): serving from the local program table until it returns",
+                    type(exc).__name__,
+                    exc,
+                )
+            raise
+        self._observe(op, time.perf_counter() - started, True)
+        return result
+
+    def _use_redis(self) -> bool:
+        return self.redis is not None and not self.degraded
+
+    async def start_call(self, start: CallStart, now: float) -> CallStartResult:
+        if self._use_redis():
+            try:
+                return await self._on_redis("start_call", lambda t: t.start_call(start, now))
+            except _OUTAGE:
+                pass
+        if self.redis is not None:
+            self._local_calls.add((start.program_id, start.call_id))
+        return self.local.start_call(start, now)
+
+    async def finish_call(
+        self, finish: CallFinish, now: float, *, end_program: bool = False
+    ) -> ProgramState | None:
+        key = (finish.program_id, finish.call_id)
+        if self.redis is None or key in self._local_calls:
+            self._local_calls.discard(key)
+            return self.local.finish_and_maybe_end(finish, now, end_program)
+        if self.degraded:
+            self._pending.append((finish, now, end_program))
+            return None
+        try:
+            return await self._on_redis(
+                "finish_call", lambda t: t.finish_call(finish, now, end_program=end_program)
+            )
+        except _OUTAGE:
+            self._pending.append((finish, now, end_program))
+            return None
+
+    async def create(self, program_id: str, now: float) -> bool:
+        if self._use_redis():
+            try:
+                return await self._on_redis("create", lambda t: t.create(program_id, now))
+            except _OUTAGE:
+                pass
+        return self.local.create(program_id, now)
+
+    async def get(self, program_id: str) -> ProgramState | None:
+        if self._use_redis():
+            try:
+                state = await self._on_redis("get", lambda t: t.get(program_id))
+                if state is not None:
+                    return state
+            except _OUTAGE:
+                pass
+        return self.local.get(program_id)
+
+    async def end(self, program_id: str, now: float) -> ProgramState | None:
+        ended = self.local.end(program_id, now)
+        if self._use_redis():
+            try:
+                remote = await self._on_redis("end", lambda t: t.end(program_id, now))
+                ended = remote or ended
+            except _OUTAGE:
+                pass
+        return ended
+
+    async def gc(self, now: float) -> list[str]:
+        expired = set(self.local.gc(now))
+        if self._use_redis():
+            with contextlib.suppress(*_OUTAGE):
+                expired.update(await self._on_redis("gc", lambda t: t.gc(now)))
+        live = {pid for pid, _ in self._local_calls if pid in self.local}
+        self._local_calls = {key for key in self._local_calls if key[0] in live}
+        return sorted(expired)
+
+    async def engine_loads(self) -> dict[str, int]:
+        loads = self.local.engine_loads()
+        if self._use_redis():
+            try:
+                remote = await self._on_redis("engine_loads", lambda t: t.engine_loads())
+            except _OUTAGE:
+                return loads
+            for engine, count in remote.items():
+                loads[engine] = loads.get(engine, 0) + count
+        return loads
+
+    async def program_count(self) -> int:
+        count = len(self.local)
+        if self._use_redis():
+            with contextlib.suppress(*_OUTAGE):
+                count += await self._on_redis("program_count", lambda t: t.program_count())
+        return count
+
+    async def maintain(self) -> None:
+        """Renew the lease; while degraded, probe Redis and recover (replaying queued finishes)."""
+        if self.redis is None:
+            return
+        if not self.degraded:
+            with contextlib.suppress(*_OUTAGE):
+                await self._on_redis("renew_lease", lambda t: t.renew_lease())
+            return
+        try:
+            await self.redis.connect()
+        except _OUTAGE:
+            return
+        self.degraded = False
+        self._on_degraded(False)
+        replayed = 0
+        while self._pending:
+            finish, at, end_program = self._pending[0]
+            try:
+                await self._replay(finish, at, end_program)
+            except _OUTAGE:
+                return
+            self._pending.popleft()
+            replayed += 1
+        log.warning("Redis is back: program table shared again (%d queued finishes replayed)", replayed)
+
+    async def _replay(self, finish: CallFinish, now: float, end_program: bool) -> None:
+        await self._on_redis("finish_call", lambda t: t.finish_call(finish, now, end_program=end_program))
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()

@@ -1,0 +1,204 @@
+"""Faults with real processes: Redis dies and returns, an engine dies, a client walks away; and a sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from tests.integration.conftest import RedisServer, metric_value
+
+pytestmark = [pytest.mark.integration]
+
+ENGINE_FLAGS = ("--profile", "unit", "--time-scale", "0.01")
+
+
+def chat(max_tokens: int = 3, **extra: object) -> dict[str, object]:
+    return {
+        "model": "sim-llama",
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        **extra,
+    }
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.redis
+def test_redis_outage_degrades_to_local_state_and_recovers(
+    sim_engine_factory, proxy_factory, redis_factory
+) -> None:
+    server: RedisServer = redis_factory()
+    engine = sim_engine_factory(*ENGINE_FLAGS)
+    proxy = proxy_factory(
+        "--backend", f"e0={engine.url}", "--redis-url", server.url, "--redis-timeout", "0.3"
+    )
+    url = proxy.url + "/v1/chat/completions"
+    with httpx.Client(timeout=30) as http:
+        assert http.post(url, json=chat(), headers={"X-Program-Id": "before"}).status_code == 200
+        assert b"before" in server.command("KEYS", "*prog*")
+        server.kill()
+        for _ in range(5):  # the proxy keeps serving from its local table
+            reply = http.post(url, json=chat(), headers={"X-Program-Id": "during"})
+            assert reply.status_code == 200, reply.text
+        state = http.get(proxy.url + "/v1/programs/during").json()
+        assert state["calls_completed"] == 5
+        ready = http.get(proxy.url + "/ready")
+        assert ready.status_code == 503 and ready.json()["table"] == "degraded"
+        assert metric_value(http.get(proxy.url + "/metrics").text, "autellix_proxy_table_degraded") == 1.0
+        assert metric_value(http.get(proxy.url + "/metrics").text, "autellix_proxy_redis_errors_total") >= 1.0
+        server.start()  # Redis returns (empty: it kept nothing)
+        wait_for(lambda: http.get(proxy.url + "/ready").status_code == 200)
+        assert http.post(url, json=chat(), headers={"X-Program-Id": "after"}).status_code == 200
+        assert b"after" in server.command("KEYS", "*prog*")
+        assert metric_value(http.get(proxy.url + "/metrics").text, "autellix_proxy_table_degraded") == 0.0
+
+
+def test_killing_an_engine_loses_no_call_that_had_not_started(sim_engine_factory, proxy_factory) -> None:
+    doomed = sim_engine_factory(*ENGINE_FLAGS, name="doomed")
+    survivor = sim_engine_factory(*ENGINE_FLAGS, name="survivor")
+    proxy = proxy_factory(
+        "--backend",
+        f"a={doomed.url}",
+        "--backend",
+        f"b={survivor.url}",
+        "--router",
+        "round_robin",
+        "--health-check-interval",
+        "0.2",
+    )
+    url = proxy.url + "/v1/chat/completions"
+    results: list[tuple[float, int]] = []
+    killed_at: list[float] = []
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def caller(index: int) -> None:
+                for _ in range(12):
+                    began = time.monotonic()
+                    reply = await http.post(
+                        url, json=chat(max_tokens=5), headers={"X-Program-Id": f"p{index}"}
+                    )
+                    results.append((began, reply.status_code))
+
+            async def killer() -> None:
+                await asyncio.sleep(0.4)
+                killed_at.append(time.monotonic())
+                await asyncio.to_thread(doomed.kill)
+
+            await asyncio.gather(*(caller(i) for i in range(4)), killer())
+
+    asyncio.run(scenario())
+    kill = killed_at[0]
+    after = [status for began, status in results if began > kill + 0.05]
+    assert after and all(status == 200 for status in after)  # every call started after the kill was served
+    failed = [began for began, status in results if status != 200]
+    assert len(failed) <= 4  # at most the calls in flight on the dead engine at the kill (one per caller)
+    assert all(began <= kill + 0.05 for began in failed)
+    text = httpx.get(proxy.url + "/metrics").text
+    assert metric_value(text, "autellix_proxy_backend_healthy", ['engine="a"']) == 0.0
+
+
+def test_a_client_that_disconnects_aborts_the_call_in_the_engine(sim_engine_factory, proxy_factory) -> None:
+    engine = sim_engine_factory(*ENGINE_FLAGS)
+    proxy = proxy_factory("--backend", f"e0={engine.url}")
+
+    def running() -> float:
+        return metric_value(httpx.get(engine.url + "/metrics").text, "vllm:num_requests_running")
+
+    with httpx.Client(timeout=30) as http:
+        with http.stream(
+            "POST",
+            proxy.url + "/v1/chat/completions",
+            json=chat(max_tokens=2000, stream=True),
+            headers={"X-Program-Id": "walker"},
+        ) as reply:
+            assert reply.status_code == 200
+            chunks = reply.iter_bytes()  # keep the iterator: dropping it would close the stream
+            assert next(chunks).startswith(b"data: ")
+            wait_for(lambda: running() == 1.0)
+        wait_for(lambda: running() == 0.0)  # closing our connection aborted it in the engine
+        wait_for(lambda: http.get(proxy.url + "/v1/programs/walker").json()["in_flight"] == [])
+        state = http.get(proxy.url + "/v1/programs/walker").json()
+        assert (state["calls_completed"], state["calls_failed"]) == (1, 1)
+
+
+def test_through_a_sidecar_the_report_is_applied_and_never_seen(
+    sim_engine_factory, proxy_factory, tmp_path
+) -> None:
+    from autellix.launch import ServiceProcess, autellix_command, free_port
+
+    engine = sim_engine_factory(*ENGINE_FLAGS)
+    port = free_port()
+    sidecar = ServiceProcess(
+        name="sidecar",
+        args=autellix_command(
+            "sidecar", ["--port", str(port), "--engine-url", engine.url, "--engine-kind", "sim"]
+        ),
+        url=f"http://127.0.0.1:{port}",
+        log_path=tmp_path / "sidecar.log",
+    )
+    try:
+        sidecar.start()
+        proxy = proxy_factory("--backend", f"s0={sidecar.url}")
+        with httpx.Client(timeout=30) as http:
+            streamed = http.post(
+                proxy.url + "/v1/chat/completions", json=chat(stream=True), headers={"X-Program-Id": "sc"}
+            )
+            assert b"autellix-report" not in streamed.content and streamed.content.endswith(
+                b"data: [DONE]\n\n"
+            )
+            plain = http.post(proxy.url + "/v1/chat/completions", json=chat(), headers={"X-Program-Id": "sc"})
+            assert not [h for h in plain.headers if h.lower().startswith("x-autellix")]
+            state = http.get(proxy.url + "/v1/programs/sc").json()
+        assert state["calls_completed"] == 2
+        assert state["output_tokens"] == 6 and state["prompt_tokens"] > 0  # only a report carries tokens
+        text = httpx.get(proxy.url + "/metrics").text
+        assert metric_value(text, "autellix_proxy_completion_reports_total", ['source="sidecar"']) == 2.0
+    finally:
+        sidecar.stop()
+
+
+@pytest.mark.redis
+def test_a_finish_during_an_outage_is_replayed_when_redis_returns(
+    sim_engine_factory, proxy_factory, redis_factory
+) -> None:
+    server: RedisServer = redis_factory()
+    engine = sim_engine_factory(*ENGINE_FLAGS)
+    proxy = proxy_factory(
+        "--backend", f"e0={engine.url}", "--redis-url", server.url, "--redis-timeout", "0.3"
+    )
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            call = asyncio.create_task(
+                http.post(
+                    proxy.url + "/v1/chat/completions",
+                    json=chat(max_tokens=80),
+                    headers={"X-Program-Id": "long"},
+                )
+            )
+            await asyncio.sleep(0.3)  # the call has started on Redis ...
+            assert b"+OK" in server.command("CLIENT", "PAUSE", "1500", "ALL")  # ... which stops answering
+            assert (await call).status_code == 200  # it ends during the outage: its finish is queued
+
+    asyncio.run(scenario())
+    with httpx.Client(timeout=30) as http:
+        wait_for(lambda: http.get(proxy.url + "/ready").status_code == 200)
+        state = http.get(proxy.url + "/v1/programs/long").json()
+        text = http.get(proxy.url + "/metrics").text
+    errors = [line for line in text.splitlines() if line.startswith("autellix_proxy_redis_errors_total{")]
+    assert errors  # the outage was seen (by the finish, or by the lease renewal just before it)
+    assert (state["calls_completed"], state["in_flight"]) == (1, [])  # ... and was replayed
+    assert state["service_plas"] > 0.5

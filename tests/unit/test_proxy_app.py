@@ -1,0 +1,329 @@
+"""The proxy app in-process against fake backends (the outermost edge: canned engine replies).
+
+The backends here are tiny aiohttp apps that answer like a sidecar (with a completion report) or like a
+bare engine (without one), or fail on purpose; they let these tests pin down bytes and statuses exactly.
+Real engines, sidecars, replicas and Redis are exercised in tests/integration/test_proxy_*.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from autellix.engine_adapters.protocol import REPORT_HEADER, CompletionReport
+from autellix.launch import free_port
+from autellix.proxy.app import PROXY, create_app
+from autellix.proxy.config import ProxySettings
+
+STREAM_EVENTS = [
+    b'data: {"choices":[{"delta":{"content":"he"}}]}\n\n',
+    b'data: {"choices":[{"delta":{"content":"y"}}]}\n\n',
+]
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class FakeBackend:
+    """An engine or sidecar stand-in: ``mode`` is "sidecar", "engine", "503", "400" or "broken"."""
+
+    mode: str = "sidecar"
+    model: str = "m"
+    seen: list[dict[str, str]] = field(default_factory=list)
+    server: TestServer | None = None
+
+    def app(self) -> web.Application:
+        async def chat(request: web.Request) -> web.StreamResponse:
+            self.seen.append(dict(request.headers))
+            body = await request.json()
+            call_id = request.headers.get("X-Autellix-Call-Id", "?")
+            report = CompletionReport(
+                call_id, queue_wait=0.5, exec_time=2.0, prompt_tokens=7, output_tokens=2
+            )
+            if self.mode == "503":
+                return web.json_response({"error": {"message": "overloaded"}}, status=503)
+            if self.mode == "400":
+                return web.json_response({"error": {"message": "bad max_tokens"}}, status=400)
+            if body.get("stream"):
+                response = web.StreamResponse(
+                    headers={"Content-Type": "text/event-stream", "X-Engine": "fake"}
+                )
+                await response.prepare(request)
+                for event in STREAM_EVENTS:
+                    await response.write(event)
+                    if self.mode == "broken":  # the engine dies mid-stream
+                        raise RuntimeError("engine crashed")
+                if self.mode == "sidecar":
+                    line = report.sse_line()
+                    await response.write(line[:7])  # the report split across writes
+                    await response.write(line[7:] + DONE)
+                else:
+                    await response.write(DONE)
+                await response.write_eof()
+                return response
+            headers = (
+                {REPORT_HEADER: report.to_json(), "X-Autellix-Other": "x"} if self.mode == "sidecar" else {}
+            )
+            return web.json_response({"choices": [{"message": {"content": "hey"}}]}, headers=headers)
+
+        async def models(_request: web.Request) -> web.Response:
+            return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+
+        async def health(_request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_get("/v1/models", models)
+        app.router.add_get("/health", health)
+        return app
+
+
+@pytest.fixture
+async def start_backend() -> AsyncIterator[Callable[..., Any]]:
+    servers: list[TestServer] = []
+
+    async def start(**kwargs: Any) -> FakeBackend:
+        backend = FakeBackend(**kwargs)
+        backend.server = TestServer(backend.app(), host="127.0.0.1")
+        await backend.server.start_server()
+        servers.append(backend.server)
+        return backend
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def start_proxy() -> AsyncIterator[Callable[..., Any]]:
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(backends: dict[str, str], **overrides: Any) -> TestClient[web.Request, web.Application]:
+        settings = ProxySettings(
+            backend=[f"{name}={url}" for name, url in backends.items()],
+            retry_backoff=0.0,
+            health_check_interval=60.0,
+            **overrides,
+        )
+        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+def url_of(backend: FakeBackend) -> str:
+    assert backend.server is not None
+    return str(backend.server.make_url("")).rstrip("/")
+
+
+def chat_body(**fields: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+
+
+async def test_streaming_is_byte_identical_without_the_report_and_the_report_is_applied(
+    start_backend, start_proxy
+) -> None:
+    backend = await start_backend()
+    proxy = await start_proxy({"e1": url_of(backend)})
+    reply = await proxy.post(
+        "/v1/chat/completions", json=chat_body(stream=True), headers={"X-Program-Id": "p"}
+    )
+    assert reply.status == 200
+    assert await reply.read() == b"".join(STREAM_EVENTS) + DONE
+    assert reply.headers["X-Engine"] == "fake"
+    state = await (await proxy.get("/v1/programs/p")).json()
+    assert (state["service_plas"], state["wait"], state["prompt_tokens"]) == (2.0, 0.5, 7)
+    sent = backend.seen[0]
+    assert sent["X-Autellix-Program-Id"] == "p" and float(sent["X-Autellix-Program-Service"]) == 0.0
+
+
+async def test_non_streaming_strips_internal_headers_and_applies_the_report(
+    start_backend, start_proxy
+) -> None:
+    backend = await start_backend()
+    proxy = await start_proxy({"e1": url_of(backend)})
+    for _ in range(2):
+        reply = await proxy.post("/v1/chat/completions", json=chat_body(), headers={"X-Program-Id": "p"})
+        assert reply.status == 200
+        assert not [name for name in reply.headers if name.lower().startswith("x-autellix")]
+    state = await (await proxy.get("/v1/programs/p")).json()
+    assert (state["service_plas"], state["calls_completed"]) == (4.0, 2)
+    # the second call carried the service of the first in its priority context
+    assert float(backend.seen[1]["X-Autellix-Program-Service"]) == 2.0
+
+
+async def test_a_client_cannot_forge_the_priority_context(start_backend, start_proxy) -> None:
+    backend = await start_backend()
+    proxy = await start_proxy({"e1": url_of(backend)})
+    forged = {"X-Program-Id": "p", "X-Autellix-Program-Service": "0", "X-Autellix-Call-Id": "evil"}
+    await proxy.post("/v1/chat/completions", json=chat_body(), headers=forged)
+    await proxy.post("/v1/chat/completions", json=chat_body(), headers=forged)
+    assert float(backend.seen[1]["X-Autellix-Program-Service"]) == 2.0
+    assert backend.seen[1]["X-Autellix-Call-Id"] != "evil"
+
+
+async def test_without_a_report_the_proxy_measures_and_a_one_call_program_is_ended(
+    start_backend, start_proxy
+) -> None:
+    backend = await start_backend(mode="engine")
+    proxy = await start_proxy({"e1": url_of(backend)})
+    reply = await proxy.post("/v1/chat/completions", json=chat_body(stream=True))
+    assert await reply.read() == b"".join(STREAM_EVENTS) + DONE
+    store = proxy.server.app[PROXY].store
+    assert len(store.local) == 0 and await store.engine_loads() == {}
+    reply = await proxy.post("/v1/chat/completions", json=chat_body(), headers={"X-Program-Id": "q"})
+    state = await (await proxy.get("/v1/programs/q")).json()
+    assert state["calls_completed"] == 1 and state["service_plas"] > 0 and state["wait"] == 0
+
+
+async def test_a_503_before_the_first_byte_is_retried_on_another_backend(start_backend, start_proxy) -> None:
+    busy = await start_backend(mode="503")
+    fine = await start_backend()
+    proxy = await start_proxy({"a": url_of(busy), "b": url_of(fine)}, router="round_robin")
+    for _ in range(4):
+        reply = await proxy.post("/v1/chat/completions", json=chat_body(), headers={"X-Program-Id": "p"})
+        assert reply.status == 200
+    state = await (await proxy.get("/v1/programs/p")).json()
+    assert state["calls_failed"] == len(busy.seen) > 0  # the failed attempts, with no service added
+    assert state["service_plas"] == 2.0 * 4
+    metrics = await (await proxy.get("/metrics")).text()
+    assert 'autellix_proxy_retries_total{engine="a"}' in metrics
+
+
+async def test_a_backend_that_refuses_connections_is_skipped_and_marked_down(
+    start_backend, start_proxy
+) -> None:
+    fine = await start_backend()
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxy = await start_proxy({"dead": dead, "b": url_of(fine)}, router="round_robin")
+    pool = proxy.server.app[PROXY].pool
+    pool.by_id["dead"].healthy = True  # as if it had died after its last health check
+    pool.by_id["dead"].models = {"m": {"id": "m"}}
+    for _ in range(3):
+        reply = await proxy.post("/v1/chat/completions", json=chat_body())
+        assert reply.status == 200
+    assert pool.by_id["dead"].healthy is False
+
+
+async def test_errors_after_retries_pass_the_backend_status_through(start_backend, start_proxy) -> None:
+    busy = await start_backend(mode="503")
+    proxy = await start_proxy({"a": url_of(busy)}, retries=1)
+    reply = await proxy.post("/v1/chat/completions", json=chat_body())
+    assert reply.status == 503
+    assert (await reply.json())["error"]["message"] == "overloaded"
+    assert len(busy.seen) == 1  # the only backend failed: nothing left to retry on
+    bad = await start_backend(mode="400")
+    proxy = await start_proxy({"a": url_of(bad)})
+    reply = await proxy.post("/v1/chat/completions", json=chat_body())
+    assert reply.status == 400 and (await reply.json())["error"]["message"] == "bad max_tokens"
+
+
+async def test_bad_input_gets_openai_errors(start_backend, start_proxy) -> None:
+    backend = await start_backend()
+    proxy = await start_proxy({"e1": url_of(backend)}, max_body_bytes=2048)
+    cases = [
+        (b"{oops", {}, 400, "invalid_json"),
+        (json.dumps({"model": "m", "messages": "x"}).encode(), {}, 400, "invalid_type"),
+        (json.dumps({"model": "m"}).encode(), {}, 400, "missing_field"),
+        (json.dumps(chat_body(stream="no")).encode(), {}, 400, "invalid_type"),
+        (json.dumps(chat_body(model="other")).encode(), {}, 404, "model_not_found"),
+        (json.dumps(chat_body(big="x" * 4000)).encode(), {}, 413, "body_too_large"),
+        (json.dumps(chat_body()).encode(), {"X-Program-Id": "p" * 300}, 400, "invalid_header"),
+        (json.dumps(chat_body()).encode(), {"X-Thread-Id": "t\xa0x"}, 400, "invalid_header"),
+    ]
+    for raw, headers, status, code in cases:
+        reply = await proxy.post("/v1/chat/completions", data=raw, headers=headers)
+        assert reply.status == status, (raw[:40], await reply.text())
+        error = (await reply.json())["error"]
+        assert error["code"] == code and set(error) == {"message", "type", "param", "code"}
+    assert backend.seen == []  # nothing bad reached the engine
+    reply = await proxy.get("/v1/nothing-here")
+    assert reply.status == 404 and (await reply.json())["error"]["code"] == "not_found"
+
+
+async def test_no_healthy_backend_is_503(start_backend, start_proxy) -> None:
+    proxy = await start_proxy({"dead": f"http://127.0.0.1:{free_port()}"})
+    reply = await proxy.post("/v1/chat/completions", json=chat_body())
+    assert reply.status == 503 and (await reply.json())["error"]["code"] == "no_backend"
+    assert (await proxy.get("/ready")).status == 503
+    assert (await proxy.get("/health")).status == 200
+
+
+async def test_models_are_the_union_of_the_backends(start_backend, start_proxy) -> None:
+    one = await start_backend(model="m")
+    two = await start_backend(model="n")
+    proxy = await start_proxy({"a": url_of(one), "b": url_of(two)})
+    models = await (await proxy.get("/v1/models")).json()
+    assert [card["id"] for card in models["data"]] == ["m", "n"]
+    reply = await proxy.post("/v1/chat/completions", json=chat_body(model="n"))
+    assert reply.status == 200 and len(two.seen) == 1 and one.seen == []
+
+
+async def test_program_lifecycle_endpoints(start_backend, start_proxy) -> None:
+    backend = await start_backend()
+    proxy = await start_proxy({"e1": url_of(backend)})
+    created = await (await proxy.post("/v1/programs")).json()
+    program_id = created["id"]
+    state = await (await proxy.get(f"/v1/programs/{program_id}")).json()
+    assert state["calls_started"] == 0
+    named = await proxy.post("/v1/programs", json={"id": "mine"})
+    assert named.status == 201 and (await named.json())["id"] == "mine"
+    assert (await proxy.post("/v1/programs", json={"id": 3})).status == 400
+    assert (await proxy.post("/v1/programs", data=b"[")).status == 400
+    deleted = await proxy.delete(f"/v1/programs/{program_id}")
+    assert deleted.status == 200 and (await deleted.json())["deleted"] is True
+    assert (await proxy.get(f"/v1/programs/{program_id}")).status == 404
+    assert (await proxy.delete(f"/v1/programs/{program_id}")).status == 404
+
+
+async def test_a_pin_on_an_unusable_engine_gives_the_attempt_back_and_reroutes(
+    start_backend, start_proxy
+) -> None:
+    first = await start_backend()
+    second = await start_backend()
+    proxy = await start_proxy(
+        {"a": url_of(first), "b": url_of(second)}, router_params={"short_call_max_tokens": 10}
+    )
+    long_call = chat_body(messages=[{"role": "user", "content": "w" * 400}])
+    reply = await proxy.post("/v1/chat/completions", json=long_call, headers={"X-Program-Id": "p"})
+    assert reply.status == 200
+    state = await (await proxy.get("/v1/programs/p")).json()
+    pinned = state["pinned_engine"]
+    other = "b" if pinned == "a" else "a"
+    app = proxy.server.app[PROXY]
+    app.pool.by_id[pinned].healthy = False
+    app.forwarder.pins.clear()  # a replica that has not seen the pin: it asks to pin, the table redirects
+    reply = await proxy.post("/v1/chat/completions", json=long_call, headers={"X-Program-Id": "p"})
+    assert reply.status == 200
+    state = await (await proxy.get("/v1/programs/p")).json()
+    assert (state["pinned_engine"], state["calls_started"], state["calls_failed"]) == (pinned, 3, 1)
+    served = {"a": first, "b": second}
+    assert len(served[other].seen) == 1 and len(served[pinned].seen) == 1
+    metrics = await (await proxy.get("/metrics")).text()
+    assert f'autellix_proxy_routing_decisions_total{{engine="{pinned}",reason="pin_redirect"}} 1.0' in metrics
+
+
+async def test_a_stream_broken_mid_way_ends_with_an_sse_error_event(start_backend, start_proxy) -> None:
+    backend = await start_backend(mode="broken")
+    proxy = await start_proxy({"e1": url_of(backend)})
+    reply = await proxy.post(
+        "/v1/chat/completions", json=chat_body(stream=True), headers={"X-Program-Id": "p"}
+    )
+    assert reply.status == 200
+    data = await reply.read()
+    assert data.startswith(STREAM_EVENTS[0])
+    events = [e for e in data.split(b"\n\n") if e]
+    assert json.loads(events[1].removeprefix(b"data: "))["error"]["code"] == "upstream_error"
+    assert events[-1] == b"data: [DONE]"
+    state = await (await proxy.get("/v1/programs/p")).json()
+    assert (state["calls_completed"], state["calls_failed"], state["in_flight"]) == (1, 1, [])
