@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-1. Health: every ``interval`` seconds each backend gets ``GET /health``; a 2xx within ``timeout`` makes
+1. Health: every ``interval`` seconds each backend gets ``GET /ready`` (``/health`` where ``/ready`` is
+   404, as on vLLM and SGLang); a 2xx within ``timeout`` makes
    it healthy, anything else unhealthy. A connection failure seen by a real call marks it unhealthy at
    once (:meth:`BackendPool.mark_down`), so no further call waits for the next check; the next passing
    check brings it back. An unhealthy backend is offered to routers as ``healthy=False`` (never chosen).
@@ -39,6 +40,7 @@ class Backend:
     checks: int = 0
     last_error: str | None = None
     in_flight: int = 0  # this replica's calls on it
+    health_path: str = "/ready"  # falls back to /health for backends that have no /ready
 
 
 class BackendPool:
@@ -78,10 +80,19 @@ class BackendPool:
 
     async def check(self, backend: Backend) -> None:
         try:
-            async with self._session.get(backend.url + "/health", timeout=self._timeout) as reply:
+            # A sidecar's /ready fails while its engine is down (its /health only says the sidecar
+            # lives); engines without /ready (vLLM, SGLang) answer 404 and are asked /health instead.
+            path = backend.health_path
+            async with self._session.get(backend.url + path, timeout=self._timeout) as reply:
                 await reply.read()
-                ok = 200 <= reply.status < 300
-                error = None if ok else f"/health answered {reply.status}"
+                status = reply.status
+            if status == 404 and path == "/ready":
+                backend.health_path = path = "/health"
+                async with self._session.get(backend.url + path, timeout=self._timeout) as reply:
+                    await reply.read()
+                    status = reply.status
+            ok = 200 <= status < 300
+            error = None if ok else f"{path} answered {status}"
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             ok, error = False, f"{type(exc).__name__}: {exc}"
         if ok and (not backend.models or backend.checks % self._models_every == 0):

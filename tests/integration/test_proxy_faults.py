@@ -202,3 +202,37 @@ def test_a_finish_during_an_outage_is_replayed_when_redis_returns(
     assert errors  # the outage was seen (by the finish, or by the lease renewal just before it)
     assert (state["calls_completed"], state["in_flight"]) == (1, [])  # ... and was replayed
     assert state["service_plas"] > 0.5
+
+
+def test_a_sidecar_whose_engine_died_leaves_the_pool(
+    sim_engine_factory, sidecar_factory, proxy_factory
+) -> None:
+    """The sidecar itself stays up, but its /ready fails: the proxy must stop routing to it."""
+    engines = [sim_engine_factory("--time-scale", "0.01", name=f"engine-{i}") for i in range(2)]
+    sidecars = [
+        sidecar_factory(e.url, "--engine-kind", "sim", name=f"sidecar-{i}") for i, e in enumerate(engines)
+    ]
+    proxy = proxy_factory(
+        "--backend", f"a={sidecars[0].url}", "--backend", f"b={sidecars[1].url}",
+        "--router", "round_robin", "--health-check-interval", "0.1",
+    )  # fmt: skip
+
+    def health_of_a() -> float:
+        text = httpx.get(proxy.url + "/metrics", timeout=5).text
+        return metric_value(text, "autellix_proxy_backend_healthy", ['engine="a"'])
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and health_of_a() != 1:
+        time.sleep(0.05)
+    engines[0].kill()
+    with httpx.Client(base_url=proxy.url, timeout=10) as http:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and health_of_a() != 0:
+            time.sleep(0.05)
+        assert health_of_a() == 0  # although the sidecar itself still lives:
+        assert httpx.get(sidecars[0].url + "/health", timeout=2).status_code == 200
+        for i in range(6):
+            body = {"prompt": f"call {i}", "max_tokens": 2}
+            reply = http.post("/v1/completions", json=body, headers={"X-Program-Id": f"p{i}"})
+            assert reply.status_code == 200, reply.text
+    assert engines[1].alive
