@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,6 +51,7 @@ from autellix.engine_adapters.protocol import CallContext, ProtocolError, decode
 from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough_get
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
+from autellix.serving import run_service, serve_app
 
 log = logging.getLogger("autellix.sidecar")
 
@@ -290,44 +290,19 @@ def create_app(settings: SidecarSettings) -> web.Application:
 
 
 async def serve(settings: SidecarSettings) -> None:
-    app = create_app(settings)
-    # Cancel a handler when its client disconnects: its call then leaves our queue or the engine.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    addresses = runner.addresses
-    port = int(addresses[0][1]) if addresses else settings.port
-    log.info(
-        "sidecar for %s engine %s (scheduler %s, window %s) listening on http://%s:%d",
-        settings.engine_kind,
-        settings.engine_url,
-        settings.scheduler,
-        settings.window_mode,
-        settings.host,
-        port,
-    )
-    print(f"autellix sidecar listening on http://{settings.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    def started(port: int) -> None:
+        log.info(
+            "sidecar for %s engine %s (scheduler %s, window %s) listening on http://%s:%d",
+            settings.engine_kind,
+            settings.engine_url,
+            settings.scheduler,
+            settings.window_mode,
+            settings.host,
+            port,
+        )
+
+    await serve_app(create_app(settings), "sidecar", settings.host, settings.port, on_started=started)
 
 
 def run(settings: SidecarSettings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        asyncio.run(serve(settings))
-    except OSError as exc:
-        print(
-            f"autellix sidecar: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
-            flush=True,
-        )
-        return 1
-    return 0
+    return run_service("sidecar", settings.host, settings.port, settings.log_level, lambda: serve(settings))

@@ -23,7 +23,6 @@ import json
 import logging
 import random
 import secrets
-import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +31,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from autellix.serving import run_service, serve_app
 
 from .backends import BackendPool
 from .config import ProxySettings
@@ -310,48 +311,24 @@ def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> 
 
 async def serve(settings: ProxySettings) -> None:
     app = create_app(settings)
-    # A client that disconnects cancels its handler, which closes the upstream call (the engine aborts it).
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    # Start-up objects (modules, settings, routers) never die: keep them out of the collector's scans,
-    # which otherwise add millisecond pauses to the tail latency of a busy replica.
-    gc.collect()
-    gc.freeze()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    port = sockets[0].getsockname()[1] if sockets else settings.port
-    proxy = app[PROXY]
-    log.info(
-        "proxy listening on http://%s:%d: %d backend(s), router %s, table %s",
-        settings.host,
-        port,
-        len(proxy.pool.backends),
-        settings.router,
-        proxy.store.mode,
-    )
-    print(f"autellix proxy listening on http://{settings.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+
+    def started(port: int) -> None:
+        # Start-up objects (modules, settings, routers) never die: keep them out of the collector's
+        # scans, which otherwise add millisecond pauses to the tail latency of a busy replica.
+        gc.collect()
+        gc.freeze()
+        proxy = app[PROXY]
+        log.info(
+            "proxy listening on http://%s:%d: %d backend(s), router %s, table %s",
+            settings.host,
+            port,
+            len(proxy.pool.backends),
+            settings.router,
+            proxy.store.mode,
+        )
+
+    await serve_app(app, "proxy", settings.host, settings.port, on_started=started)
 
 
 def run(settings: ProxySettings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        asyncio.run(serve(settings))
-    except OSError as exc:
-        print(
-            f"autellix proxy: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
-            flush=True,
-        )
-        return 1
-    return 0
+    return run_service("proxy", settings.host, settings.port, settings.log_level, lambda: serve(settings))

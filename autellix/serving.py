@@ -1,0 +1,69 @@
+"""The one way every autellix service (proxy, sidecar, simulated engine) runs its aiohttp app.
+
+1. ``handler_cancellation``: a client that disconnects cancels its handler, so the call leaves our
+   queue or is aborted upstream (the engine aborts a request whose connection closes).
+2. The bound port is read back from the runner (``--port 0`` picks a free one) and printed as
+   ``autellix NAME listening on http://HOST:PORT`` on stdout, which tools and tests may parse.
+3. SIGINT and SIGTERM start a graceful stop: the listener closes, in-flight responses (streams
+   included) get up to ``shutdown_timeout`` seconds to finish, then the app's cleanup contexts run.
+4. A port that cannot be bound is one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def serve_app(
+    app: web.Application,
+    name: str,
+    host: str,
+    port: int,
+    *,
+    on_started: Callable[[int], None] | None = None,
+    shutdown_timeout: float = 60.0,
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM; ``on_started(port)`` runs once the socket is bound."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        addresses = runner.addresses
+        bound = int(addresses[0][1]) if addresses else port
+        if on_started is not None:
+            on_started(bound)
+        print(f"autellix {name} listening on http://{host}:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run_service(
+    name: str, host: str, port: int, log_level: str, serve: Callable[[], Coroutine[Any, Any, None]]
+) -> int:
+    """Run one service's ``serve()`` coroutine to completion; the exit status for the CLI."""
+    configure_logging(log_level)
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(
+            f"autellix {name}: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 1
+    return 0
