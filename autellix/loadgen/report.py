@@ -5,8 +5,12 @@ latency ("Nx throughput", reference.md §2). Here, per workload:
 
 1. The bound is ``factor`` x the lowest latency statistic (mean, P95 or P99 s/token) any system reached
    at any rate, i.e. a multiple of the (nearly) unloaded latency.
-2. A system's throughput is the highest swept rate at which its statistic stays within the bound and
-   every program completed (an incomplete run is past capacity, whatever its finished programs say).
+2. A system's throughput is the rate at which its latency curve crosses the bound: linear interpolation
+   in log(latency) between the last swept rate within the bound and the first one beyond it, as one
+   reads it off the paper's latency-vs-rate plots. A run that left programs unfinished is past capacity
+   whatever its finished programs say, and has no latency to interpolate with: the crossing is then put
+   at the last rate within the bound (conservative). A system within the bound at every swept rate gets
+   the highest swept rate, flagged in ``lower_bound`` (its true throughput is higher).
 3. Ratios divide ``autellix``'s (or the first program-aware system's) throughput by each other's; a
    system that meets the bound at no swept rate has throughput 0 and no ratio.
 """
@@ -14,6 +18,7 @@ latency ("Nx throughput", reference.md §2). Here, per workload:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +68,23 @@ def format_table(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> s
     return "\n".join([fmt.format(*_COLUMNS), *(fmt.format(*b) for b in body)]) if body else "(no runs)"
 
 
+def _crossing(runs: Sequence[Mapping[str, Any]], stat: str, bound: float) -> tuple[float, bool]:
+    """(rate where the curve crosses ``bound``, whether it never crossed within the swept rates)."""
+    last_rate, last_value = 0.0, 0.0
+    for r in sorted(runs, key=lambda r: r["rate"]):
+        s = r["summary"]
+        value = float(s["token_latency"][stat])
+        finished = s["programs_incomplete"] == 0
+        if finished and value <= bound:
+            last_rate, last_value = float(r["rate"]), value
+            continue
+        if not finished or last_rate == 0.0 or last_value <= 0.0:
+            return last_rate, False
+        share = (math.log(bound) - math.log(last_value)) / (math.log(value) - math.log(last_value))
+        return last_rate + share * (float(r["rate"]) - last_rate), False
+    return last_rate, True
+
+
 def throughput_at_latency(
     rows: Sequence[Mapping[str, Any]], stat: str = "mean", factor: float = 2.0
 ) -> dict[str, dict[str, Any]]:
@@ -73,15 +95,26 @@ def throughput_at_latency(
         values = [r["summary"]["token_latency"][stat] for r in runs if r["summary"]["programs_completed"]]
         bound = factor * min(values) if values else 0.0
         best: dict[str, float] = {}
-        for r in runs:
-            s = r["summary"]
-            ok = s["programs_incomplete"] == 0 and s["token_latency"][stat] <= bound
-            best.setdefault(r["system"], 0.0)
-            if ok:
-                best[r["system"]] = max(best[r["system"]], r["rate"])
+        lower_bound: list[str] = []
+        for system in dict.fromkeys(r["system"] for r in runs):
+            rate, never_crossed = _crossing([r for r in runs if r["system"] == system], stat, bound)
+            best[system] = round(rate, 4)
+            if never_crossed:
+                lower_bound.append(system)
         ref = next((name for name in best if name.startswith("autellix")), None)
-        ratios = {name: best[ref] / rate for name, rate in best.items() if ref and rate > 0 and name != ref}
-        out[workload] = {"stat": stat, "bound": bound, "throughput": best, "reference": ref, "ratios": ratios}
+        ratios = {
+            name: round(best[ref] / rate, 3)
+            for name, rate in best.items()
+            if ref and rate > 0 and name != ref
+        }
+        out[workload] = {
+            "stat": stat,
+            "bound": bound,
+            "throughput": best,
+            "lower_bound": lower_bound,
+            "reference": ref,
+            "ratios": ratios,
+        }
     return out
 
 

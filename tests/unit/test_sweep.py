@@ -34,6 +34,18 @@ def test_throughput_at_equal_latency() -> None:
     assert "autellix" in format_table(rows)
 
 
+def test_throughput_is_read_off_the_curve_where_it_crosses_the_bound() -> None:
+    rows = [
+        fake_row("vllm", 1.0, 0.01), fake_row("vllm", 2.0, 0.04),
+        fake_row("autellix", 1.0, 0.01), fake_row("autellix", 2.0, 0.015),
+    ]  # fmt: skip
+    fig = throughput_at_latency(rows, "mean", 2.0)["w"]
+    # log-linear: 0.02 lies halfway between 0.01 and 0.04 in log space.
+    assert fig["throughput"]["vllm"] == pytest.approx(1.5)
+    assert fig["throughput"]["autellix"] == 2.0 and fig["lower_bound"] == ["autellix"]
+    assert fig["ratios"] == {"vllm": pytest.approx(2.0 / 1.5, rel=1e-3)}
+
+
 def test_programs_for_rate_keeps_arrivals_within_duration() -> None:
     from autellix.loadgen.arrivals import make_workload
 
