@@ -101,6 +101,19 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         settings="autellix.loadgen.sim_config:BenchSettings",
         run="autellix.loadgen.sweep:run_bench",
     ),
+    Subcommand(
+        name="loadgen",
+        summary="drive a live OpenAI-compatible URL with a workload or a trace; JSON results",
+        description=(
+            "Run agentic programs (a workload or a JSONL trace) as real concurrent streaming clients "
+            "against a URL (the autellix proxy, a sidecar, an engine): Poisson program arrivals, each "
+            "call issued when its parents finish, X-Program-Id/X-Thread-Id headers; measure program-level "
+            "token latency, TTFT, inter-token latency and errors by kind, and write JSON. --time-scale "
+            "compresses a simulated-time workload for time-scaled simulated engines."
+        ),
+        settings="autellix.loadgen.live_config:LoadgenSettings",
+        run="autellix.loadgen.live_config:run_loadgen",
+    ),
 )
 
 

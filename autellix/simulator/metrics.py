@@ -4,11 +4,14 @@ Gauges and counters are read from the engine's cumulative stats at scrape time (
 so the engine core keeps no metrics objects. Counters carry the ``_total`` suffix on the wire, as real
 vLLM 0.32 exposes them (``vllm:prefix_cache_hits_total``). Latency histograms are observed by the server
 in *simulated* seconds: they describe the imitated GPU, whatever ``--time-scale`` the run uses.
+
+Every ``vllm:`` name here is one that vLLM 0.32 exposes too (tests/real_vllm/test_parity.py checks it):
+the KV capacity is a label of ``vllm:cache_config_info``, as in vLLM, not a metric of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,9 +24,12 @@ _ITL_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.
 
 
 class _EngineStatsCollector(Collector):
-    def __init__(self, read_stats: Callable[[], EngineStats], model_name: str) -> None:
+    def __init__(
+        self, read_stats: Callable[[], EngineStats], model_name: str, cache_config: Mapping[str, str]
+    ) -> None:
         self._read_stats = read_stats
         self._labels = {"model_name": model_name, "engine": "0"}
+        self._cache_config = {**cache_config, "engine": "0"}
 
     def _gauge(self, name: str, doc: str, value: float) -> GaugeMetricFamily:
         family = GaugeMetricFamily(name, doc, labels=list(self._labels))
@@ -44,9 +50,11 @@ class _EngineStatsCollector(Collector):
         yield self._gauge(
             "vllm:kv_cache_usage_perc", "KV-cache usage, 1 means 100 percent.", stats.kv_cache_usage
         )
-        yield self._gauge(
-            "vllm:num_gpu_blocks", "KV cache blocks of the (simulated) GPU.", stats.num_gpu_blocks
+        info = GaugeMetricFamily(
+            "vllm:cache_config_info", "KV cache configuration (labels).", labels=list(self._cache_config)
         )
+        info.add_metric(list(self._cache_config.values()), 1.0)
+        yield info
         yield self._counter(
             "vllm:prefix_cache_queries", "Prefix-cache queries, in tokens.", stats.prefix_cache_queries
         )
@@ -55,15 +63,24 @@ class _EngineStatsCollector(Collector):
         )
         yield self._counter("vllm:num_preemptions", "Cumulative preemptions.", stats.num_preemptions)
         yield self._counter("vllm:prompt_tokens", "Prefill tokens processed.", stats.prompt_tokens)
+        yield self._counter(
+            "vllm:prompt_tokens_cached", "Prompt tokens from the prefix cache.", stats.prefix_cache_hits
+        )
         yield self._counter("vllm:generation_tokens", "Generation tokens processed.", stats.generation_tokens)
 
 
 class SimEngineMetrics:
     """One registry per server: engine stats plus per-request latency histograms."""
 
-    def __init__(self, read_stats: Callable[[], EngineStats], model_name: str) -> None:
+    def __init__(
+        self,
+        read_stats: Callable[[], EngineStats],
+        model_name: str,
+        cache_config: Mapping[str, str] | None = None,
+    ) -> None:
+        """``cache_config``: labels of ``vllm:cache_config_info`` (``block_size``, ``num_gpu_blocks``)."""
         self.registry = CollectorRegistry()
-        self.registry.register(_EngineStatsCollector(read_stats, model_name))
+        self.registry.register(_EngineStatsCollector(read_stats, model_name, cache_config or {}))
         labels = ["model_name", "engine"]
         self._label_values = (model_name, "0")
         self.ttft = Histogram(

@@ -9,6 +9,12 @@ Fields that matter to scheduling: ``max_tokens`` (``max_completion_tokens`` on c
 (forces the output to exactly ``max_tokens``, as vLLM's benchmarks use it), ``priority`` (int, lower
 first; ignored on an FCFS server, as vLLM 0.32 does), ``stream`` with ``stream_options.include_usage``,
 ``return_token_ids``, and token-id prompts on completions.
+
+Parity with vLLM 0.32 (checked against a real server by tests/real_vllm/test_parity.py): integer fields
+are parsed leniently as vLLM's pydantic models do (``"3"`` and ``3.0`` are 3, ``3.5`` is an error;
+``priority`` within int64); completions default to ``max_tokens`` 16; ``stream_options`` without
+``stream`` is an error; responses and chunks carry the same keys as vLLM's, null where the simulated
+engine has nothing to say, and usage looks like vLLM's with ``--enable-prompt-tokens-details``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+
+from autellix import __version__
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SYSTEM_FINGERPRINT = f"autellix-sim-{__version__}"
 
 
 class ApiError(Exception):
@@ -73,17 +84,17 @@ class _SamplingFields(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     model: str | None = None
-    max_tokens: StrictInt | None = None
+    max_tokens: int | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
-    priority: StrictInt = 0
+    priority: int = Field(0, ge=INT64_MIN, le=INT64_MAX)
     return_token_ids: bool | None = False
-    n: StrictInt = 1
+    n: int = 1
     temperature: float | None = None
     top_p: float | None = None
-    seed: int | None = None
-    min_tokens: StrictInt = 0
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    min_tokens: int = 0
 
     @field_validator("n")
     @classmethod
@@ -95,11 +106,12 @@ class _SamplingFields(BaseModel):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage]
-    max_completion_tokens: StrictInt | None = None
+    max_completion_tokens: int | None = None
 
 
 class CompletionRequest(_SamplingFields):
     prompt: str | list[StrictInt] | list[str] | list[list[StrictInt]]
+    max_tokens: int | None = 16  # vLLM's default for completions (chat: the rest of the context)
 
 
 def _loc(error: dict[str, Any]) -> str:
@@ -116,6 +128,8 @@ def parse_request(
         raise ApiError(f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ApiError("Request body must be a JSON object")
+    if data.get("stream_options") and not data.get("stream"):
+        raise ApiError("Stream options can only be defined when `stream=True`.", param="stream_options")
     model: type[ChatCompletionRequest | CompletionRequest] = (
         ChatCompletionRequest if kind == "chat" else CompletionRequest
     )
@@ -141,36 +155,66 @@ class Completion:
     num_cached_tokens: int
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
-    return {
+def usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+    kind: Literal["chat", "completion"] = "chat",
+    streamed: bool = False,
+) -> dict[str, Any]:
+    """Usage as vLLM 0.32 reports it with ``--enable-prompt-tokens-details``; its detail keys differ by
+    endpoint and between whole responses and usage chunks."""
+    details: dict[str, Any] = {"cached_tokens": cached_tokens}
+    if kind == "chat" or not streamed:
+        details["created_cache_tokens"] = 0 if kind == "chat" else None
+    if not streamed:
+        details["multimodal_tokens"] = None
+    out: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "prompt_tokens_details": details,
     }
+    if not streamed:
+        out["completion_tokens_details"] = None
+    return out
 
 
 def chat_response(done: Completion, return_token_ids: bool) -> dict[str, Any]:
+    message = {
+        "role": "assistant",
+        "content": done.text,
+        "refusal": None,
+        "annotations": None,
+        "audio": None,
+        "function_call": None,
+        "reasoning": None,
+    }
     choice: dict[str, Any] = {
         "index": 0,
-        "message": {"role": "assistant", "content": done.text, "tool_calls": []},
+        "message": message,
         "logprobs": None,
         "finish_reason": done.finish_reason,
         "stop_reason": None,
+        "token_ids": done.token_ids if return_token_ids else None,
+        "routed_experts": None,
     }
-    if return_token_ids:
-        choice["token_ids"] = done.token_ids
-    body: dict[str, Any] = {
+    return {
         "id": f"chatcmpl-{done.request_id}",
         "object": "chat.completion",
         "created": done.created,
         "model": done.model,
         "choices": [choice],
-        "usage": usage(len(done.prompt_token_ids), len(done.token_ids), done.num_cached_tokens),
+        "service_tier": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "usage": usage(len(done.prompt_token_ids), len(done.token_ids), done.num_cached_tokens, "chat"),
+        "prompt_logprobs": None,
+        "prompt_token_ids": done.prompt_token_ids if return_token_ids else None,
+        "prompt_text": None,
+        "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
-    if return_token_ids:
-        body["prompt_token_ids"] = done.prompt_token_ids
-    return body
 
 
 def completion_response(done: Completion, return_token_ids: bool) -> dict[str, Any]:
@@ -180,18 +224,53 @@ def completion_response(done: Completion, return_token_ids: bool) -> dict[str, A
         "logprobs": None,
         "finish_reason": done.finish_reason,
         "stop_reason": None,
+        "token_ids": done.token_ids if return_token_ids else None,
+        "prompt_logprobs": None,
+        "prompt_token_ids": done.prompt_token_ids if return_token_ids else None,
+        "routed_experts": None,
     }
-    if return_token_ids:
-        choice["token_ids"] = done.token_ids
-        choice["prompt_token_ids"] = done.prompt_token_ids
     return {
         "id": f"cmpl-{done.request_id}",
         "object": "text_completion",
         "created": done.created,
         "model": done.model,
         "choices": [choice],
-        "usage": usage(len(done.prompt_token_ids), len(done.token_ids), done.num_cached_tokens),
+        "service_tier": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+        "usage": usage(len(done.prompt_token_ids), len(done.token_ids), done.num_cached_tokens, "completion"),
+        "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
+
+
+def models_response(name: str, created: int, max_model_len: int) -> dict[str, Any]:
+    """``GET /v1/models``: one model card, with vLLM's permission record."""
+    permission = {
+        "id": f"modelperm-{name}",
+        "object": "model_permission",
+        "created": created,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }
+    card = {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "vllm",
+        "root": name,
+        "parent": None,
+        "max_model_len": max_model_len,
+        "permission": [permission],
+    }
+    return {"object": "list", "data": [card]}
 
 
 def sse(payload: dict[str, Any] | str) -> bytes:
@@ -202,7 +281,12 @@ def sse(payload: dict[str, Any] | str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class StreamHeader:
-    """Identity shared by every chunk of one streamed response."""
+    """Identity shared by every chunk of one streamed response.
+
+    As in vLLM 0.32: a chat stream opens with a role chunk (which carries ``prompt_token_ids``), a
+    completion stream carries them on its first content chunk; the last chunk before ``[DONE]`` (the
+    usage chunk if any, else the final content chunk) carries ``system_fingerprint``.
+    """
 
     kind: Literal["chat", "completion"]
     request_id: str
@@ -224,7 +308,7 @@ class StreamHeader:
             "model": self.model,
         }
 
-    def role_chunk(self) -> dict[str, Any]:
+    def role_chunk(self, prompt_token_ids: list[int] | None = None) -> dict[str, Any]:
         """vLLM's first chat chunk announces the role with empty content."""
         choice = {
             "index": 0,
@@ -232,7 +316,12 @@ class StreamHeader:
             "logprobs": None,
             "finish_reason": None,
         }
-        return {**self._base(), "choices": [choice]}
+        return {
+            **self._base(),
+            "choices": [choice],
+            "prompt_token_ids": prompt_token_ids,
+            "prompt_text": None,
+        }
 
     def delta_chunk(
         self,
@@ -240,7 +329,10 @@ class StreamHeader:
         token_ids: list[int] | None,
         finish_reason: str | None,
         prompt_token_ids: list[int] | None = None,
+        last: bool = False,
     ) -> dict[str, Any]:
+        """One content chunk; ``prompt_token_ids`` only on a completion stream's first chunk, ``last``
+        when no usage chunk follows."""
         choice: dict[str, Any]
         if self.kind == "chat":
             choice = {
@@ -249,22 +341,27 @@ class StreamHeader:
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
+            if finish_reason is not None:
+                choice["stop_reason"] = None
         else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        if finish_reason is not None:
-            choice["stop_reason"] = None
-        if token_ids is not None:
-            choice["token_ids"] = token_ids
-            if prompt_token_ids is not None and self.kind == "completion":
-                choice["prompt_token_ids"] = prompt_token_ids
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+                "stop_reason": None,
+                "prompt_token_ids": prompt_token_ids,
+            }
+        choice["token_ids"] = token_ids
         chunk = {**self._base(), "choices": [choice]}
-        if prompt_token_ids is not None and self.kind == "chat":
-            chunk["prompt_token_ids"] = prompt_token_ids
+        if last:
+            chunk["system_fingerprint"] = SYSTEM_FINGERPRINT
         return chunk
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
         return {
             **self._base(),
             "choices": [],
-            "usage": usage(prompt_tokens, completion_tokens, cached_tokens),
+            "usage": usage(prompt_tokens, completion_tokens, cached_tokens, self.kind, streamed=True),
+            "system_fingerprint": SYSTEM_FINGERPRINT,
         }

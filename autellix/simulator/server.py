@@ -40,6 +40,7 @@ from autellix.simulator.openai_api import (
     StreamHeader,
     chat_response,
     completion_response,
+    models_response,
     parse_request,
     sse,
 )
@@ -71,7 +72,13 @@ class SimEngineService:
         self.settings = settings
         self.profile = profile
         self.driver = driver
-        self.metrics = SimEngineMetrics(lambda: driver.engine.stats, settings.model_name)
+        config = driver.engine.config
+        cache_config = {
+            "block_size": str(config.block_size),
+            "num_gpu_blocks": str(config.num_gpu_blocks),
+            "enable_prefix_caching": str(config.enable_prefix_caching),
+        }
+        self.metrics = SimEngineMetrics(lambda: driver.engine.stats, settings.model_name, cache_config)
         self.created = int(time.time())
 
     def prepare(self, body: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
@@ -98,17 +105,27 @@ class SimEngineService:
         if not prompt_ids:
             raise ApiError("The prompt is empty.", param="prompt")
         max_len = settings.max_model_len
+        # vLLM 0.32's checks, in its order: an output longer than the model is an error, a prompt longer
+        # than the model is an error, otherwise the output is clipped to the context that remains.
         if requested is not None and requested < 1:
             raise ApiError(f"max_tokens must be at least 1, got {requested}.", param="max_tokens")
-        if len(prompt_ids) >= max_len or (requested is not None and len(prompt_ids) + requested > max_len):
-            asked = len(prompt_ids) + (requested or 0)
+        if requested is not None and requested > max_len:
             raise ApiError(
-                f"This model's maximum context length is {max_len} tokens. However, you requested {asked} "
-                f"tokens ({len(prompt_ids)} in the messages, {requested or 0} in the completion). Please "
-                "reduce the length of the messages or completion.",
-                param="max_tokens" if requested else "messages",
+                f"max_tokens={requested} cannot be greater than max_model_len={max_len}. Please request "
+                "fewer output tokens.",
+                param="max_tokens",
             )
-        max_tokens = requested if requested is not None else max_len - len(prompt_ids)
+        if len(prompt_ids) > max_len:
+            raise ApiError(
+                f"This model's maximum context length is {max_len} tokens. However, your prompt contains "
+                f"{len(prompt_ids)} input tokens, which exceeds this limit even without any output tokens. "
+                "Please reduce the length of the input prompt.",
+                param="input_tokens",
+            )
+        room = max_len - len(prompt_ids)
+        max_tokens = room if requested is None else min(requested, room)
+        if max_tokens < 1:
+            raise ApiError(f"max_tokens must be at least 1, got {max_tokens}.", param="max_tokens")
         key = zlib.crc32(json.dumps(prompt_ids[-256:]).encode()) ^ len(prompt_ids)
         if body.ignore_eos:
             output_len = max_tokens
@@ -271,11 +288,12 @@ async def _stream(
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     header = StreamHeader(kind, handle.request_id, int(time.time()), service.settings.model_name)
+    prompt_ids = prepared.prompt_token_ids if prepared.return_token_ids else None
     if kind == "chat":
-        await response.write(sse(header.role_chunk()))
+        await response.write(sse(header.role_chunk(prompt_ids)))
+        prompt_ids = None
     produced = 0
     cached = 0
-    first = True
     async for new_ids, finished, cached_tokens in _outputs(service, prepared, handle):
         cached = cached_tokens
         produced += len(new_ids)
@@ -284,9 +302,10 @@ async def _stream(
             tokenizer.decode(new_ids),
             new_ids if prepared.return_token_ids else None,
             reason,
-            prepared.prompt_token_ids if prepared.return_token_ids and first else None,
+            prompt_ids,
+            last=finished and not prepared.include_usage,
         )
-        first = False
+        prompt_ids = None
         await response.write(sse(chunk))
     if prepared.include_usage:
         await response.write(sse(header.usage_chunk(len(prepared.prompt_token_ids), produced, cached)))
@@ -305,17 +324,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 async def models(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    name = service.settings.model_name
-    card = {
-        "id": name,
-        "object": "model",
-        "created": service.created,
-        "owned_by": "vllm",
-        "root": name,
-        "parent": None,
-        "max_model_len": service.settings.max_model_len,
-    }
-    return web.json_response({"object": "list", "data": [card]})
+    settings = service.settings
+    return web.json_response(models_response(settings.model_name, service.created, settings.max_model_len))
 
 
 async def health(_request: web.Request) -> web.Response:
