@@ -79,7 +79,8 @@ def test_plas_admits_a_short_program_ahead_of_a_long_programs_queue_and_fcfs_doe
     engine = sim_engine_factory(*UNIT, "--max-num-seqs", "1")
     long_program = program("long", service=5.0)
     plan: Plan = [
-        (0.00, "long-0", long_program, 20),
+        # The blocker runs 60 steps (0.6 s): the queued calls arrive well inside it even on a busy machine.
+        (0.00, "long-0", long_program, 60),
         (0.05, "long-1", long_program, 5),
         (0.08, "long-2", long_program, 5),
         (0.11, "long-3", long_program, 5),
