@@ -77,11 +77,12 @@ async def test_dag_order_parallel_threads_and_every_call_completes(sim_engine_fa
     threads = [calls[f"d/{i}"] for i in (1, 2, 3)]
     assert max(t.arrival for t in threads) < min(t.completion for t in threads), "threads ran one by one"
     # Hand-worked: the root takes 2 steps, the threads 3 (batched together), the join 2: ~7 s simulated.
+    # Steps are paced, so ~7 s is a floor; a busy machine only adds to it (parallelism is checked above).
     records = {p.program_id: p for p in result.programs}
-    assert records["d"].response_time is not None and 6.5 <= records["d"].response_time <= 10.0
+    assert records["d"].response_time is not None and 6.5 <= records["d"].response_time <= 30.0
     assert records["d"].output_tokens == 13
     # The chain: 3 calls x 2 steps + 2 tool delays of 2 s = ~10 s simulated.
-    assert records["c"].response_time is not None and 9.5 <= records["c"].response_time <= 14.0
+    assert records["c"].response_time is not None and 9.5 <= records["c"].response_time <= 30.0
 
 
 async def test_a_dead_port_counts_connection_errors_and_ends_each_program():
@@ -104,7 +105,7 @@ async def test_the_deadline_cancels_leftovers_and_the_engine_aborts_them(
     result = await run_programs(
         [long_call, late], LiveOptions(url=engine.url, time_scale=SCALE, duration=1.0)
     )
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 10.0  # the deadline is 1 s; the long call alone would take 25 s
     assert result.calls_cancelled == 1 and result.programs_not_started == 1
     assert result.summary.programs == 1 and result.summary.programs_incomplete == 1
     deadline = time.monotonic() + 5.0
