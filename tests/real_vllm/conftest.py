@@ -41,6 +41,7 @@ VLLM_START_TIMEOUT = 300.0  # a cold start on a busy 2-core machine has been see
 MAX_MODEL_LEN = 2048
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     mine = [item for item in items if HERE in Path(str(item.path)).resolve().parents]
     for item in mine:
@@ -118,7 +119,7 @@ class VllmServer:
         return self.config.served_name
 
     def metrics(self) -> str:
-        return httpx.get(self.url + "/metrics", timeout=10).text
+        return httpx.get(self.url + "/metrics", timeout=60).text
 
 
 class VllmPool:

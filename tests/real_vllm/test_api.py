@@ -12,10 +12,13 @@ import json
 
 import httpx
 import openai
+import pytest
 
 from autellix.engine_adapters.protocol import REPORT_HEADER, REPORT_SSE_PREFIX, decode_report
 from autellix.engine_adapters.vllm import VllmAdapter
 from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value, wait_until
+
+pytestmark = pytest.mark.real_vllm
 
 # Prefix-cache blocks of vLLM's CPU build are 128 tokens: a shared prefix must span whole blocks to hit.
 LONG_PREFIX = " ".join(f"step {i} of the agent reads the tool result" for i in range(60))

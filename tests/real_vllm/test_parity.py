@@ -24,6 +24,8 @@ from autellix.engine_adapters import vllm as vllm_adapter
 from autellix.launch import ServiceProcess, autellix_command, free_port
 from tests.real_vllm.conftest import MAX_MODEL_LEN, TINY_FCFS, VllmPool, metric_names
 
+pytestmark = pytest.mark.real_vllm
+
 Shape = Any  # nested dicts / one-item lists of type names
 
 

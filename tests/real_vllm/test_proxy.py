@@ -12,6 +12,7 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from autellix.proxy.client import program
 from tests.real_vllm.conftest import (
@@ -22,6 +23,8 @@ from tests.real_vllm.conftest import (
     metric_value,
     wait_until,
 )
+
+pytestmark = pytest.mark.real_vllm
 
 
 def test_the_openai_sdk_through_proxy_sidecar_and_vllm(
@@ -104,7 +107,7 @@ def test_calls_not_started_on_a_killed_engine_go_to_the_other(
     body = {
         "model": survivor.model,
         "messages": [{"role": "user", "content": "work"}],
-        "max_tokens": 150,
+        "max_tokens": 100,
         "ignore_eos": True,
     }
     results: list[tuple[float, int]] = []
@@ -114,7 +117,7 @@ def test_calls_not_started_on_a_killed_engine_go_to_the_other(
         async with httpx.AsyncClient(base_url=proxy.url, timeout=120) as http:
 
             async def caller(index: int) -> None:
-                for _ in range(8):
+                for _ in range(5):
                     began = time.monotonic()
                     reply = await http.post(
                         "/v1/chat/completions", json=body, headers={"X-Program-Id": f"p{index}"}
@@ -124,7 +127,10 @@ def test_calls_not_started_on_a_killed_engine_go_to_the_other(
             async def killer() -> None:
                 # Kill once b has a call running and another waiting in its sidecar.
                 def b_is_busy() -> bool:
-                    page = httpx.get(sidecars["b"].url + "/metrics", timeout=5).text
+                    try:
+                        page = httpx.get(sidecars["b"].url + "/metrics", timeout=30).text
+                    except httpx.TimeoutException:  # an overloaded machine: ask again
+                        return False
                     waiting = metric_value(page, "autellix_sidecar_queue_waiting")
                     return metric_value(page, "autellix_sidecar_running") == 1 and waiting >= 1
 
@@ -142,7 +148,7 @@ def test_calls_not_started_on_a_killed_engine_go_to_the_other(
     assert len(failed) <= 1, results
     assert all(began <= kill for began in failed)
     assert all(status == 200 for began, status in results if began > kill)
-    assert len(results) == 48
+    assert len(results) == 30
     text = httpx.get(proxy.url + "/metrics", timeout=5).text
     assert metric_value(text, "autellix_proxy_retries_total") >= 1
     assert wait_until(

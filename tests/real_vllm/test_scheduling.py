@@ -23,6 +23,8 @@ from autellix.engine_adapters import protocol
 from autellix.engine_adapters.vllm import VllmAdapter
 from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value, wait_until
 
+pytestmark = pytest.mark.real_vllm
+
 ENDLESS = 4000  # a call that runs until its client hangs up (tens of seconds at any pace seen here)
 ATTEMPTS = 3  # a scenario spoiled by the shared machine (a call ended before its turn) is run again
 
@@ -122,6 +124,7 @@ class Scenario:
         self.calls[self.order[-1]].hang_up.set()
         before = len(self.order)
         assert wait_until(lambda: len(self.started()) > before, 30), f"nothing started: {self.state()}"
+        self.check()
         new = [name for name in self.started() if name not in self.order]
         assert len(new) == 1, f"more than one call started at once: {new}"
         self.order.extend(new)
@@ -168,7 +171,10 @@ def attempt(sidecar_url: str, server: VllmServer, play: Callable[[Scenario], lis
 
 def in_sidecar(url: str) -> float:
     """Calls the sidecar holds: admitted (in the engine) plus waiting in its queue."""
-    page = httpx.get(url + "/metrics", timeout=5).text
+    try:
+        page = httpx.get(url + "/metrics", timeout=30).text
+    except httpx.TimeoutException:  # the machine is overloaded: not an answer, ask again
+        return -1.0
     running = metric_value(page, "autellix_sidecar_running")
     return running + metric_value(page, "autellix_sidecar_queue_waiting")
 
