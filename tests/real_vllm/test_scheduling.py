@@ -26,7 +26,7 @@ from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value, w
 pytestmark = pytest.mark.real_vllm
 
 ENDLESS = 4000  # a call that runs until its client hangs up (tens of seconds at any pace seen here)
-ATTEMPTS = 3  # a scenario spoiled by the shared machine (a call ended before its turn) is run again
+ATTEMPTS = 6  # a scenario spoiled by the shared machine (a call ended before its turn) is run again
 
 
 def program(program_id: str, service: float = 0.0) -> dict[str, str]:
