@@ -11,11 +11,9 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/model
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
-import signal
 import time
 import uuid
 import zlib
@@ -27,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix import __version__
+from autellix.serving import run_service, serve_app
 from autellix.simulator import tokenizer
 from autellix.simulator.config import SimEngineSettings
 from autellix.simulator.driver import EngineDriver, RequestHandle
@@ -445,43 +444,21 @@ def create_app(settings: SimEngineSettings) -> web.Application:
 
 async def serve(settings: SimEngineSettings) -> None:
     app = create_app(settings)
-    # Cancel a handler when its client disconnects: the request is then aborted in the engine.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    addresses = runner.addresses
-    port = int(addresses[0][1]) if addresses else settings.port
-    profile = app[SERVICE].profile
-    log.info(
-        "simulated engine (%s, policy %s, time scale %g) listening on http://%s:%d",
-        profile.name,
-        settings.scheduling_policy,
-        settings.time_scale,
-        settings.host,
-        port,
-    )
-    print(f"autellix sim-engine listening on http://{settings.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+
+    def started(port: int) -> None:
+        log.info(
+            "simulated engine (%s, policy %s, time scale %g) listening on http://%s:%d",
+            app[SERVICE].profile.name,
+            settings.scheduling_policy,
+            settings.time_scale,
+            settings.host,
+            port,
+        )
+
+    await serve_app(app, "sim-engine", settings.host, settings.port, on_started=started)
 
 
 def run(settings: SimEngineSettings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    return run_service(
+        "sim-engine", settings.host, settings.port, settings.log_level, lambda: serve(settings)
     )
-    try:
-        asyncio.run(serve(settings))
-    except OSError as exc:
-        print(
-            f"autellix sim-engine: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
-            flush=True,
-        )
-        return 1
-    return 0
