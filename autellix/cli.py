@@ -36,9 +36,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         name="demo",
         summary="the main job: start simulated engines on loopback and show program-aware serving",
         description=(
-            "Start a simulated vLLM-compatible engine on loopback and run an agent-like multi-turn chat "
-            "through it with the openai SDK, then compare today's setup with program-aware scheduling on "
-            "the same seeded agentic workload. Needs no GPU and no Redis."
+            "Start simulated engines, their sidecars and a proxy on loopback, run one seeded mixed "
+            "agentic workload through today's setup and the program-aware one, print a comparison "
+            "table and write a plot. Needs no GPU and no Redis."
         ),
         settings="autellix.demo_config:DemoSettings",
         run="autellix.demo:run",
