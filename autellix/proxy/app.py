@@ -240,6 +240,8 @@ def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> 
             session,
             interval=settings.health_check_interval,
             timeout=settings.health_check_timeout,
+            failure_threshold=settings.health_failure_threshold,
+            success_threshold=settings.health_success_threshold,
             on_change=on_backend,
         )
         store = build_store(settings, replica_id, metrics)

@@ -3,17 +3,25 @@
 Theory of operation
 -------------------
 1. Health: every ``interval`` seconds each backend gets ``GET /ready`` (``/health`` where ``/ready`` is
-   404, as on vLLM and SGLang); a 2xx within ``timeout`` makes
-   it healthy, anything else unhealthy. A connection failure seen by a real call marks it unhealthy at
-   once (:meth:`BackendPool.mark_down`), so no further call waits for the next check; the next passing
-   check brings it back. An unhealthy backend is offered to routers as ``healthy=False`` (never chosen).
-2. Models: a healthy backend's ``GET /v1/models`` is read on its first passing check and then every
+   404, as on vLLM and SGLang); a 2xx within ``timeout`` passes, anything else fails. A real call that
+   cannot connect to a backend fails too (a passive check, :meth:`BackendPool.record_call_failure`).
+   An unhealthy backend is offered to routers as ``healthy=False`` (never chosen).
+2. Hysteresis (:class:`HealthState`, the rule production routers and load balancers use): a backend in
+   the pool leaves it after ``failure_threshold`` consecutive failures (checks or calls), so a backend
+   that answers one check late because it is busy keeps its calls; a backend out of the pool returns
+   after ``success_threshold`` consecutive passing checks, so a backend that recovers for one check
+   does not flap. A backend that was never in the pool enters at its first passing check (start-up and
+   engines still loading are not slowed down). A refused connection counts like any other failure
+   rather than ejecting at once: its call is retried on another backend before the first byte, so
+   waiting for the threshold costs retries, not errors, and a restart blip keeps the backend (errors
+   of our own host, out of sockets or ports, are not counted at all: forward.py rule 4).
+3. Models: a healthy backend's ``GET /v1/models`` is read on its first passing check and then every
    ``models_every`` checks. The lists are kept while a backend is down (it will serve the same models
    when it returns), so a model is *known* once any backend has listed it.
-3. A call for model M may go to the backends that list M. A model no backend lists is unknown (404),
+4. A call for model M may go to the backends that list M. A model no backend lists is unknown (404),
    unless no backend has listed anything yet (then every backend is a candidate: the engines decide).
    A call without a model may go to any backend.
-4. The first round of checks runs before the proxy starts serving, so ``/ready`` and the model lists
+5. The first round of checks runs before the proxy starts serving, so ``/ready`` and the model lists
    are right from the first request.
 """
 
@@ -31,16 +39,50 @@ import aiohttp
 log = logging.getLogger("autellix.proxy.backends")
 
 
+@dataclass(frozen=True, slots=True)
+class HealthThresholds:
+    failures: int = 3  # consecutive failures that take a backend out of the pool
+    successes: int = 2  # consecutive passing checks that bring it back
+
+    def __post_init__(self) -> None:
+        if self.failures < 1 or self.successes < 1:
+            raise ValueError("health thresholds must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    """One backend's health after its observations so far (rule 2); pure, no clock needed."""
+
+    healthy: bool = False
+    failures: int = 0  # consecutive failed observations
+    successes: int = 0  # consecutive passing checks
+    admitted: bool = False  # has been in the pool at least once
+
+    def observe(self, ok: bool, thresholds: HealthThresholds) -> HealthState:
+        if ok:
+            successes = self.successes + 1
+            healthy = self.healthy or not self.admitted or successes >= thresholds.successes
+            return HealthState(healthy, 0, successes, self.admitted or healthy)
+        failures = self.failures + 1
+        healthy = self.healthy and failures < thresholds.failures
+        return HealthState(healthy, failures, 0, self.admitted)
+
+
 @dataclass(slots=True)
 class Backend:
     engine_id: str
     url: str
-    healthy: bool = False
+    health: HealthState = field(default_factory=HealthState)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # model id → its card
     checks: int = 0
     last_error: str | None = None
     in_flight: int = 0  # this replica's calls on it
     health_path: str = "/ready"  # falls back to /health for backends that have no /ready
+
+    @property
+    def healthy(self) -> bool:
+        """In the pool: routers may choose it."""
+        return self.health.healthy
 
 
 class BackendPool:
@@ -51,32 +93,60 @@ class BackendPool:
         *,
         interval: float = 2.0,
         timeout: float = 1.0,
+        failure_threshold: int = 3,
+        success_threshold: int = 2,
         models_every: int = 5,
         on_change: Callable[[Backend], None] | None = None,
     ) -> None:
         self.backends = [Backend(engine_id, url) for engine_id, url in backends]
         self.by_id = {backend.engine_id: backend for backend in self.backends}
+        self.thresholds = HealthThresholds(failure_threshold, success_threshold)
         self._session = session
         self._interval = interval
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._models_every = max(1, models_every)
         self._on_change = on_change or (lambda backend: None)
 
-    def _set_health(self, backend: Backend, healthy: bool, error: str | None) -> None:
-        changed = backend.healthy != healthy
-        backend.healthy = healthy
-        backend.last_error = error
-        if changed:
-            if healthy:
-                log.info("backend %s is healthy", backend.engine_id)
-            else:
-                log.warning("backend %s is unhealthy: %s", backend.engine_id, error)
+    def observe(self, backend: Backend, ok: bool, error: str | None, source: str = "health check") -> None:
+        """Apply one observation (rule 2), log what it changed, and tell ``on_change``."""
+        before = backend.health
+        after = before.observe(ok, self.thresholds)
+        backend.health = after
+        if error is not None:
+            backend.last_error = error
+        elif ok:
+            backend.last_error = None
+        engine, limits = backend.engine_id, self.thresholds
+        if after.healthy and not before.healthy:
+            log.info("backend %s is healthy", engine)
+        elif before.healthy and not after.healthy:
+            log.warning(
+                "backend %s leaves the pool after %d consecutive failures: %s", engine, after.failures, error
+            )
+        elif after.healthy and not ok:
+            log.info(
+                "backend %s: %s failed (%d of %d before it leaves the pool): %s",
+                engine,
+                source,
+                after.failures,
+                limits.failures,
+                error,
+            )
+        elif after.admitted and ok and not after.healthy:
+            log.info(
+                "backend %s: %s passed (%d of %d before it returns)",
+                engine,
+                source,
+                after.successes,
+                limits.successes,
+            )
         self._on_change(backend)
 
-    def mark_down(self, engine_id: str, reason: str) -> None:
+    def record_call_failure(self, engine_id: str, reason: str) -> None:
+        """A call could not connect to the backend: one failure, as a failed check (rule 1)."""
         backend = self.by_id.get(engine_id)
-        if backend is not None and backend.healthy:
-            self._set_health(backend, False, reason)
+        if backend is not None and backend.health.admitted:
+            self.observe(backend, False, reason, "a call")
 
     async def check(self, backend: Backend) -> None:
         try:
@@ -93,12 +163,14 @@ class BackendPool:
                     status = reply.status
             ok = 200 <= status < 300
             error = None if ok else f"{path} answered {status}"
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except TimeoutError:
+            ok, error = False, f"no answer within {self._timeout.total} s"
+        except (aiohttp.ClientError, OSError) as exc:
             ok, error = False, f"{type(exc).__name__}: {exc}"
         if ok and (not backend.models or backend.checks % self._models_every == 0):
             await self._read_models(backend)
         backend.checks += 1
-        self._set_health(backend, ok, error)
+        self.observe(backend, ok, error)
 
     async def _read_models(self, backend: Backend) -> None:
         try:

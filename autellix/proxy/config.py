@@ -76,6 +76,15 @@ class ProxySettings(BaseSettings):
     )
     health_check_interval: float = Field(2.0, gt=0, description="seconds between backend health checks")
     health_check_timeout: float = Field(1.0, gt=0, description="seconds a health check may take")
+    health_failure_threshold: int = Field(
+        3,
+        ge=1,
+        description="consecutive failed health checks (or calls that cannot connect) before a backend "
+        "leaves the pool",
+    )
+    health_success_threshold: int = Field(
+        2, ge=1, description="consecutive passing health checks before a backend that left the pool returns"
+    )
     retries: int = Field(
         2, ge=0, description="retries on another backend for a call that fails before its first byte"
     )

@@ -12,27 +12,39 @@ this module moves bytes and time between them. Per call:
    ``X-Autellix-*`` headers are dropped, so a client cannot forge a priority.
 4. Before the first byte, a connection failure or a 502/503 answer ends the attempt as failed (no
    service added) and the call is routed again without that engine, after a jittered exponential
-   backoff, at most ``retries`` times. After the first byte there is no retry: a broken stream ends
+   backoff, at most ``retries`` times. A call that cannot connect (refused, unreachable, connect
+   timeout; not our own host's lack of sockets) is also one failed health observation of the backend
+   (passive check, backends.py rule 2). After the first byte there is no retry: a broken stream ends
    with an SSE error event (and ``[DONE]``); a broken non-streaming read is a 502.
 5. The completion report (sidecar) or, against a bare engine, the proxy's own measurement is applied
-   with ``finish_call`` before the client gets the end of the reply, so the program's next call sees
-   the updated service. Measurement without a sidecar (an approximation): queue wait = request sent →
-   first response byte, execution = first byte → last byte for streams; for non-streaming replies,
-   whose first byte is their last, execution = request sent → reply and wait = 0.
+   with ``finish_call`` before the client gets the end of the reply (the sidecar's report precedes
+   ``data: [DONE]``; a bare engine's stream is finished just before its ``data: [DONE]`` line is
+   sent), so the program's next call sees the updated service. Measurement without a sidecar (an
+   approximation): queue wait = request sent → first response byte, execution = first byte → the
+   stream's ``[DONE]`` (or last byte); for non-streaming replies, whose first byte is their last,
+   execution = request sent → reply and wait = 0.
 6. A client that disconnects cancels the handler (``handler_cancellation``); the upstream connection is
    closed, which aborts the call in the sidecar or engine, and the call is finished as failed with the
-   time measured so far, in a background task that the cancellation cannot interrupt.
-7. A call without a program id is a program of its own, ended together with its call's finish.
+   time measured so far, in a background task that the cancellation cannot interrupt. A write that
+   finds the client gone mid-stream is the same event seen first, and ends the same way. A finish on
+   Redis that the cancellation interrupts still completes in the background.
+7. Once the client has the stream's last event (``data: [DONE]`` and its blank line) the call is done:
+   the client's reply is ended at once, and what the upstream still sends (normally only the end of
+   its chunked body) is read in the background, so a client that closes its connection right after
+   ``[DONE]`` interrupts nothing and is no error.
+8. A call without a program id is a program of its own, ended together with its call's finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
 import logging
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
@@ -65,6 +77,12 @@ log = logging.getLogger("autellix.proxy.forward")
 
 _RETRY_STATUSES = frozenset({502, 503})
 _CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+# Connect errors of this host rather than of the backend: counting them against the backends would take
+# every backend out of the pool at once.
+_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EADDRNOTAVAIL, errno.ENOBUFS, errno.ENOMEM})
+_DONE_LINE = re.compile(rb"\ndata: ?\[DONE\]")
+_DONE_EVENT = re.compile(rb"\ndata: ?\[DONE\]\r?\n\r?\n")
+DRAIN_SECONDS = 2.0  # an upstream that keeps a stream open after [DONE] loses the connection, not the call
 MAX_PIN_CACHE = 100_000
 
 
@@ -87,6 +105,32 @@ class _Call:
     sent: float = 0.0
     upstream_end: float = 0.0
     finished: bool = False
+    draining: bool = False  # the upstream reply belongs to a background drain (rule 7)
+
+
+class _EndOfStream:
+    """Watches the bytes sent to a client for the stream's last event (rule 7).
+
+    ``announced``: the client has (or is about to get) a ``data: [DONE]`` line; ``complete``: also the
+    blank line that ends the event. A line starts after a newline, and a ``[DONE]`` inside a JSON string
+    never does (JSON escapes newlines), so generated text cannot end a stream early.
+    """
+
+    __slots__ = ("_tail", "announced", "complete")
+
+    def __init__(self) -> None:
+        self._tail = b"\n"  # the stream's start is a line start
+        self.announced = False
+        self.complete = False
+
+    def sees(self, segment: bytes) -> bool:
+        """Take ``segment``, about to be sent; True once the ``[DONE]`` line is announced."""
+        window = self._tail + segment
+        if b"[DONE]" in window and not self.complete:
+            self.announced = self.announced or _DONE_LINE.search(window) is not None
+            self.complete = self.announced and _DONE_EVENT.search(window) is not None
+        self._tail = window[-24:]
+        return self.announced
 
 
 class _Retry(Exception):
@@ -265,12 +309,16 @@ class Forwarder:
                     backend.url + path, data=raw, headers=headers, timeout=self._timeout
                 )
             except _CONNECT_ERRORS as exc:
-                if isinstance(exc, aiohttp.ClientConnectorError):
-                    self.pool.mark_down(engine, f"{type(exc).__name__}: {exc}")
+                if _backend_unreachable(exc):
+                    self.pool.record_call_failure(engine, f"{type(exc).__name__}: {exc}")
                 await self._finish(call, None, 0.0, 0.0, ok=False, end=False)
                 error = ApiError(502, f"Upstream {engine} unreachable: {exc}", code="upstream_unavailable")
                 raise _Retry("connect", error) from None
-            except TimeoutError:
+            except TimeoutError as exc:
+                if _backend_unreachable(exc):
+                    self.pool.record_call_failure(
+                        engine, f"connect timeout ({self.settings.connect_timeout} s)"
+                    )
                 await self._finish(call, None, 0.0, 0.0, ok=False, end=False)
                 raise _Retry(
                     "timeout", ApiError(504, f"Upstream {engine} timed out", code="upstream_timeout")
@@ -293,7 +341,7 @@ class Forwarder:
                 self._in_background(self._finish(call, None, 0.0, elapsed, ok=False, end=call.one_shot))
             raise
         finally:
-            if reply is not None:
+            if reply is not None and not call.draining:
                 reply.close()
             backend.in_flight -= 1
             self.metrics.child(self.metrics.in_flight, engine).dec()
@@ -317,8 +365,22 @@ class Forwarder:
         response = web.StreamResponse(status=reply.status, headers=client_headers(reply.headers.items()))
         await response.prepare(request)
         stripper = ReportStripper()
+        ending = _EndOfStream()
         first: float | None = None
         ok = reply.status < 400
+
+        async def finish_measured() -> None:
+            self.metrics.child(self.metrics.reports, "measured").inc()
+            end = time.perf_counter()
+            begin = first or end
+            await self._finish(call, None, begin - call.sent, end - begin, ok, call.one_shot)
+
+        async def send(data: bytes) -> None:
+            try:
+                await response.write(data)
+            except ConnectionResetError:
+                if not ending.announced:  # the client left mid-stream: end as its cancellation would (rule 6)
+                    raise asyncio.CancelledError from None
 
         async def emit(segments: list[bytes | ReportLine]) -> None:
             for segment in segments:
@@ -328,11 +390,13 @@ class Forwarder:
                         end = time.perf_counter()
                         begin = first or end
                         await self._finish(call, report, begin - call.sent, end - begin, ok, call.one_shot)
-                else:
-                    await response.write(segment)
+                    continue
+                if ending.sees(segment) and not call.finished:
+                    await finish_measured()  # a bare engine: the table before the client's [DONE] (rule 5)
+                await send(segment)
 
         failure: Exception | None = None
-        while True:
+        while not ending.complete:
             try:  # only the upstream's errors are caught here; the client's (while writing) propagate
                 chunk = await reply.content.readany()
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -344,10 +408,14 @@ class Forwarder:
                 first = time.perf_counter()
                 self.metrics.ttft.observe(first - call.started)
             await emit(stripper.feed(chunk))
-        await emit(stripper.close())
-        if failure is not None:
+        if not ending.complete:
+            await emit(stripper.close())
+        call.upstream_end = time.perf_counter()
+        if failure is not None and not ending.announced:
             ok = False
             self.metrics.child(self.metrics.upstream_errors, engine, "midstream").inc()
+            if not call.finished:
+                await finish_measured()
             message = f"Upstream {engine} failed mid-stream: {failure}"
             error = {
                 "error": {
@@ -357,14 +425,29 @@ class Forwarder:
                     "code": "upstream_error",
                 }
             }
-            await response.write(f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode())
-        call.upstream_end = time.perf_counter()
-        if not call.finished:
-            self.metrics.child(self.metrics.reports, "measured").inc()
-            begin = first or call.upstream_end
-            await self._finish(call, None, begin - call.sent, call.upstream_end - begin, ok, call.one_shot)
-        await response.write_eof()
+            await send(f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode())
+        elif failure is not None:
+            log.debug("upstream %s failed after [DONE] (ignored): %s", engine, failure)
+        elif not call.finished:
+            await finish_measured()
+        if ending.complete and not reply.content.at_eof():
+            call.draining = True
+            self._in_background(self._drain(reply))
+        # A client that closed right after the end makes this write fail; aiohttp ignores it too.
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
         return response
+
+    async def _drain(self, reply: aiohttp.ClientResponse) -> None:
+        """Read what the upstream sends after ``[DONE]`` (rule 7), so its connection can be reused."""
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                while await reply.content.readany():
+                    pass
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        finally:
+            reply.close()
 
     def _report(self, raw: str | bytes | None) -> CompletionReport | None:
         if raw is None:
@@ -404,7 +487,16 @@ class Forwarder:
             finish = CallFinish(call.program_id, call.call_id, exec_time=exec_time, queue_wait=wait, ok=ok)
         self.metrics.call_exec.observe(max(0.0, finish.exec_time))
         self.metrics.call_wait.observe(max(0.0, finish.queue_wait))
-        state = await self.store.finish_call(finish, time.time(), end_program=end)
+        finishing = self.store.finish_call(finish, time.time(), end_program=end)
+        if self.store.redis is None:
+            state = await finishing  # the memory table never suspends: no cancellation can cut it short
+        else:
+            task = asyncio.ensure_future(finishing)
+            try:
+                state = await asyncio.shield(task)
+            except asyncio.CancelledError:  # the client left while Redis recorded the finish (rule 6)
+                self._in_background(_settle(task))
+                raise
         if end and state is not None:
             self.metrics.program_service.observe(state.service_plas)
             self.metrics.program_wait.observe(state.wait)
@@ -418,6 +510,20 @@ class Forwarder:
         task = asyncio.get_running_loop().create_task(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+
+def _backend_unreachable(exc: BaseException) -> bool:
+    """A connect failure that speaks about the backend (refused, unreachable, connect timeout)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return True
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return exc.os_error.errno not in _LOCAL_ERRNOS
+    return False
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(Exception):
+        await task
 
 
 def _passthrough_error(status: int, data: bytes) -> ApiError:

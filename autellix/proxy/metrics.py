@@ -69,7 +69,7 @@ class ProxyMetrics:
         )
         self.backend_healthy = Gauge(
             "autellix_proxy_backend_healthy",
-            "1 if the backend passed its last health check",
+            "1 while the backend is in the pool (it leaves after consecutive failed health checks)",
             ["engine"],
             registry=r,
         )

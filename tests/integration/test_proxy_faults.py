@@ -1,9 +1,14 @@
-"""Faults with real processes: Redis dies and returns, an engine dies, a client walks away; and a sidecar."""
+"""Faults with real processes: Redis dies and returns, an engine dies (and returns), a client walks away
+(mid-stream, or right after ``[DONE]``); and a sidecar."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,6 +37,33 @@ def wait_for(condition, timeout: float = 10.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of every sample called ``name``, whatever its labels."""
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if not line.startswith("#") and line.split("{", 1)[0].split(" ", 1)[0] == name
+    )
+
+
+def assert_left_and_returned(log_path: Path, engine: str) -> None:
+    """The proxy's log: ``engine`` stayed in the pool through two failures, left at the third
+    (checks and calls that could not connect count alike), and returned after two passing checks."""
+    log = log_path.read_text()
+    marks = [
+        rf"backend {engine}: .* failed \(1 of 3 before it leaves the pool\)",
+        rf"backend {engine}: .* failed \(2 of 3 before it leaves the pool\)",
+        rf"backend {engine} leaves the pool after 3 consecutive failures",
+        rf"backend {engine}: health check passed \(1 of 2 before it returns\)",
+        rf"backend {engine} is healthy",
+    ]
+    position = 0
+    for mark in marks:
+        found = re.compile(mark).search(log, position)
+        assert found, f"{mark!r} not in the proxy's log after position {position}:\n{log[position:][-3000:]}"
+        position = found.end()
 
 
 @pytest.mark.redis
@@ -108,6 +140,15 @@ def test_killing_an_engine_loses_no_call_that_had_not_started(sim_engine_factory
     assert all(began <= kill + 0.05 for began in failed)
     text = httpx.get(proxy.url + "/metrics").text
     assert metric_value(text, "autellix_proxy_backend_healthy", ['engine="a"']) == 0.0
+    doomed.start()  # the same port: the engine is back
+    wait_for(lambda: metric_value(httpx.get(proxy.url + "/metrics").text, "autellix_proxy_backend_healthy",
+                                  ['engine="a"']) == 1.0)  # fmt: skip
+    assert_left_and_returned(proxy.log_path, "a")
+    with httpx.Client(timeout=30) as http:
+        for i in range(4):
+            assert http.post(url, json=chat(), headers={"X-Program-Id": f"back{i}"}).status_code == 200
+    served = metric_sum(httpx.get(doomed.url + "/metrics").text, "vllm:request_success_total")
+    assert served >= 1  # round robin sends calls to it again
 
 
 def test_a_client_that_disconnects_aborts_the_call_in_the_engine(sim_engine_factory, proxy_factory) -> None:
@@ -235,4 +276,63 @@ def test_a_sidecar_whose_engine_died_leaves_the_pool(
             body = {"prompt": f"call {i}", "max_tokens": 2}
             reply = http.post("/v1/completions", json=body, headers={"X-Program-Id": f"p{i}"})
             assert reply.status_code == 200, reply.text
-    assert engines[1].alive
+        assert engines[1].alive
+        engines[0].start()  # the engine returns on its port; the sidecar's /ready passes again
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and health_of_a() != 1:
+            time.sleep(0.05)
+        assert health_of_a() == 1
+        assert_left_and_returned(proxy.log_path, "a")
+        for i in range(4):
+            body = {"prompt": f"again {i}", "max_tokens": 2}
+            reply = http.post("/v1/completions", json=body, headers={"X-Program-Id": f"q{i}"})
+            assert reply.status_code == 200, reply.text
+    assert metric_sum(httpx.get(engines[0].url + "/metrics").text, "vllm:request_success_total") >= 1
+
+
+def read_until_done_and_close(port: int, program: str, reset: bool) -> bytes:
+    """A raw client: one streamed call, read until ``data: [DONE]``, then close at once (RST if ``reset``)."""
+    body = json.dumps(chat(stream=True)).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        f"X-Program-Id: {program}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode() + body)
+        while b"data: [DONE]" not in received:
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    return received
+
+
+@pytest.mark.parametrize("through", ["engine", "sidecar"])
+def test_a_client_that_closes_right_after_done_is_no_error(
+    through: str, sim_engine_factory, sidecar_factory, proxy_factory
+) -> None:
+    """Closing right after ``[DONE]`` used to log "Cannot write to closing transport" (and answer 500)
+    through a sidecar, and to record the call as failed now and then against a bare engine."""
+    engine = sim_engine_factory(*ENGINE_FLAGS)
+    backend = engine if through == "engine" else sidecar_factory(engine.url, "--engine-kind", "sim")
+    proxy = proxy_factory("--backend", f"e0={backend.url}")
+    port = int(proxy.url.rsplit(":", 1)[1])
+    for i in range(30):
+        received = read_until_done_and_close(port, f"close-{i}", reset=i % 2 == 1)
+        assert b"data: [DONE]" in received, received[-300:]
+    with httpx.Client(base_url=proxy.url, timeout=10) as http:
+        states = [http.get(f"/v1/programs/close-{i}").json() for i in range(30)]
+        done = [(s["calls_completed"], s["calls_failed"], s["in_flight"]) for s in states]
+        assert done == [(1, 0, [])] * 30  # every call finished, none failed, nothing left in flight
+        if through == "sidecar":  # the sidecar's report was applied (only a report carries tokens)
+            assert all(s["output_tokens"] == 3 for s in states)
+        reply = http.post("/v1/chat/completions", json=chat(stream=True), headers={"X-Program-Id": "after"})
+        assert reply.status_code == 200 and reply.content.endswith(b"data: [DONE]\n\n")  # still serving
+        text = http.get("/metrics").text
+    statuses = re.findall(r'requests_total\{route="/v1/chat/completions",status="(\d+)"\} (\S+)', text)
+    assert statuses == [("200", "31.0")]
+    log = proxy.log_path.read_text()
+    assert "closing transport" not in log and " ERROR " not in log and "Traceback" not in log, log[-3000:]

@@ -7,11 +7,14 @@ Real engines, sidecars, replicas and Redis are exercised in tests/integration/te
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from autellix.engine_adapters.protocol import REPORT_HEADER, CompletionReport
 from autellix.launch import free_port
 from autellix.proxy.app import PROXY, create_app
+from autellix.proxy.backends import HealthState
 from autellix.proxy.config import ProxySettings
 
 STREAM_EVENTS = [
@@ -30,12 +34,14 @@ DONE = b"data: [DONE]\n\n"
 
 @dataclass
 class FakeBackend:
-    """An engine or sidecar stand-in: ``mode`` is "sidecar", "engine", "503", "400" or "broken"."""
+    """An engine or sidecar stand-in: ``mode`` is "sidecar", "engine", "503", "400", "broken" or
+    "linger" (an engine that keeps its stream open after ``[DONE]`` until ``release`` is set)."""
 
     mode: str = "sidecar"
     model: str = "m"
     seen: list[dict[str, str]] = field(default_factory=list)
     server: TestServer | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def app(self) -> web.Application:
         async def chat(request: web.Request) -> web.StreamResponse:
@@ -64,6 +70,8 @@ class FakeBackend:
                     await response.write(line[7:] + DONE)
                 else:
                     await response.write(DONE)
+                if self.mode == "linger":
+                    await self.release.wait()
                 await response.write_eof()
                 return response
             headers = (
@@ -111,7 +119,8 @@ async def start_proxy() -> AsyncIterator[Callable[..., Any]]:
             health_check_interval=60.0,
             **overrides,
         )
-        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
+        # handler_cancellation as in production (autellix/serving.py): a client that leaves cancels
+        client = TestClient(TestServer(create_app(settings), host="127.0.0.1", handler_cancellation=True))
         await client.start_server()
         clients.append(client)
         return client
@@ -200,19 +209,33 @@ async def test_a_503_before_the_first_byte_is_retried_on_another_backend(start_b
     assert 'autellix_proxy_retries_total{engine="a"}' in metrics
 
 
-async def test_a_backend_that_refuses_connections_is_skipped_and_marked_down(
+async def test_a_backend_that_refuses_connections_leaves_the_pool_after_the_threshold(
     start_backend, start_proxy
 ) -> None:
     fine = await start_backend()
     dead = f"http://127.0.0.1:{free_port()}"
     proxy = await start_proxy({"dead": dead, "b": url_of(fine)}, router="round_robin")
     pool = proxy.server.app[PROXY].pool
-    pool.by_id["dead"].healthy = True  # as if it had died after its last health check
-    pool.by_id["dead"].models = {"m": {"id": "m"}}
-    for _ in range(3):
+    backend = pool.by_id["dead"]
+    backend.health = HealthState(healthy=True, admitted=True)  # as if it had died after its last check
+    backend.models = {"m": {"id": "m"}}
+    seen: list[tuple[int, bool]] = []
+    for _ in range(8):
         reply = await proxy.post("/v1/chat/completions", json=chat_body())
-        assert reply.status == 200
-    assert pool.by_id["dead"].healthy is False
+        assert reply.status == 200  # every call that found it dead was retried on the other backend
+        seen.append((backend.health.failures, backend.healthy))
+    assert (1, True) in seen and (2, True) in seen  # suspect, but still in the pool
+    assert seen[-1] == (3, False) and len(fine.seen) == 8  # out at the third; then never tried again
+    metrics = await (await proxy.get("/metrics")).text()
+    assert 'autellix_proxy_upstream_errors_total{engine="dead",kind="connect"} 3.0' in metrics
+    assert 'autellix_proxy_backend_healthy{engine="dead"} 0.0' in metrics
+
+
+async def test_the_health_thresholds_come_from_the_settings(start_backend, start_proxy) -> None:
+    backend = await start_backend()
+    proxy = await start_proxy({"e1": url_of(backend)}, health_failure_threshold=5, health_success_threshold=1)
+    thresholds = proxy.server.app[PROXY].pool.thresholds
+    assert (thresholds.failures, thresholds.successes) == (5, 1)
 
 
 async def test_errors_after_retries_pass_the_backend_status_through(start_backend, start_proxy) -> None:
@@ -301,7 +324,7 @@ async def test_a_pin_on_an_unusable_engine_gives_the_attempt_back_and_reroutes(
     pinned = state["pinned_engine"]
     other = "b" if pinned == "a" else "a"
     app = proxy.server.app[PROXY]
-    app.pool.by_id[pinned].healthy = False
+    app.pool.by_id[pinned].health = HealthState(healthy=False, admitted=True)
     app.forwarder.pins.clear()  # a replica that has not seen the pin: it asks to pin, the table redirects
     reply = await proxy.post("/v1/chat/completions", json=long_call, headers={"X-Program-Id": "p"})
     assert reply.status == 200
@@ -327,3 +350,47 @@ async def test_a_stream_broken_mid_way_ends_with_an_sse_error_event(start_backen
     assert events[-1] == b"data: [DONE]"
     state = await (await proxy.get("/v1/programs/p")).json()
     assert (state["calls_completed"], state["calls_failed"], state["in_flight"]) == (1, 1, [])
+
+
+async def test_the_reply_ends_at_done_even_if_the_engine_keeps_its_stream_open(
+    start_backend, start_proxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = await start_backend(mode="linger")
+    proxy = await start_proxy({"e1": url_of(backend)})
+    with caplog.at_level(logging.WARNING):
+        reply = await proxy.post(
+            "/v1/chat/completions", json=chat_body(stream=True), headers={"X-Program-Id": "p"}
+        )
+        assert await asyncio.wait_for(reply.read(), 10) == b"".join(STREAM_EVENTS) + DONE
+        state = await (await proxy.get("/v1/programs/p")).json()
+        assert (state["calls_completed"], state["calls_failed"], state["in_flight"]) == (1, 0, [])
+        assert not backend.release.is_set()  # the engine still holds its stream: read in the background
+        backend.release.set()
+        forwarder = proxy.server.app[PROXY].forwarder
+        await asyncio.wait_for(asyncio.gather(*forwarder.background), 10)
+    assert not [r for r in caplog.records if r.name.startswith("autellix")]
+
+
+async def test_a_client_that_closes_right_after_done_completes_its_call(start_backend, start_proxy) -> None:
+    backend = await start_backend(mode="linger")
+    proxy = await start_proxy({"e1": url_of(backend)})
+    body = json.dumps(chat_body(stream=True)).encode()
+    reader, writer = await asyncio.open_connection(proxy.server.host, proxy.server.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n"
+        + f"X-Program-Id: p\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    received = b""
+    while b"data: [DONE]" not in received:
+        received += await asyncio.wait_for(reader.read(65536), 10)
+    writer.close()  # at once, while the engine still holds its stream open
+    await writer.wait_closed()
+    state = await (await proxy.get("/v1/programs/p")).json()
+    assert (state["calls_completed"], state["calls_failed"], state["in_flight"]) == (1, 0, [])
+    backend.release.set()
+    url = str(proxy.make_url("/v1/chat/completions"))
+    async with aiohttp.ClientSession() as session, session.post(url, json=chat_body()) as reply:
+        assert reply.status == 200  # the proxy keeps serving
+    metrics = await (await proxy.get("/metrics")).text()
+    assert 'route="/v1/chat/completions",status="200"} 2.0' in metrics

@@ -1,0 +1,127 @@
+"""Pieces of the call path (forward.py rules 4-7): where a stream ends, which connect failures count
+against a backend, and a finish that the client's departure must not cut short."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from typing import Any, cast
+
+import aiohttp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autellix.proxy.forward import Forwarder, ForwardSettings, _backend_unreachable, _Call, _EndOfStream
+from autellix.proxy.metrics import ProxyMetrics
+from autellix.proxy.programs import CallFinish
+
+EVENTS = [
+    b'data: {"choices":[{"delta":{"content":"he"}}]}\n\n',
+    b'data: {"choices":[{"delta":{"content":"data: [DONE]"}}]}\n\n',  # generated text, not the end
+    b'data: {"choices":[{"delta":{"content":"\\ndata: [DONE]\\n\\n"}}]}\n\n',  # escaped newlines
+    b": a comment [DONE]\n\n",
+]
+
+
+def watch(chunks: list[bytes]) -> list[tuple[bool, bool]]:
+    """(announced, complete) after each chunk."""
+    ending = _EndOfStream()
+    seen = []
+    for chunk in chunks:
+        ending.sees(chunk)
+        seen.append((ending.announced, ending.complete))
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([b"data: [DONE]\n\n"], [(True, True)]),
+        (
+            [EVENTS[0], b"data: [DONE]", b"\n", b"\n"],
+            [(False, False), (True, False), (True, False), (True, True)],
+        ),
+        ([EVENTS[0] + b"data:[DONE]\r\n\r\n"], [(True, True)]),
+        ([b"data: [DO", b"NE]\n\n"], [(False, False), (True, True)]),
+        (EVENTS, [(False, False)] * 4),
+        ([b"data: [DONE]x\n\n"], [(True, False)]),  # not the end event, but the client may act on the line
+    ],
+)
+def test_where_a_stream_ends(chunks: list[bytes], expected: list[tuple[bool, bool]]) -> None:
+    assert watch(chunks) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(EVENTS), max_size=6), st.lists(st.integers(min_value=1, max_value=400)))
+def test_any_split_ends_where_the_done_event_is_sent(events: list[bytes], cuts: list[int]) -> None:
+    stream = b"".join(events) + b"data: [DONE]\n\n"
+    line_end = len(stream) - 2  # "data: [DONE]" is sent once these bytes are
+    points = sorted({min(cut, len(stream)) for cut in cuts} | {len(stream)})
+    chunks, sent, start = [], [], 0
+    for point in points:
+        if point > start:
+            chunks.append(stream[start:point])
+            sent.append(point)
+            start = point
+    for (announced, complete), upto in zip(watch(chunks), sent, strict=True):
+        assert announced == (upto >= line_end)
+        assert complete == (upto == len(stream))
+
+
+def connector_error(code: int) -> aiohttp.ClientConnectorError:
+    return aiohttp.ClientConnectorError(cast(Any, None), OSError(code, "x"))
+
+
+@pytest.mark.parametrize(
+    ("error", "counts"),
+    [
+        (connector_error(errno.ECONNREFUSED), True),
+        (connector_error(errno.EHOSTUNREACH), True),
+        (aiohttp.ConnectionTimeoutError(), True),
+        (connector_error(errno.EMFILE), False),  # our own host is out of sockets: not the backend's fault
+        (connector_error(errno.EADDRNOTAVAIL), False),
+        (aiohttp.SocketTimeoutError(), False),  # a slow reply, not a failed connection
+        (aiohttp.ServerDisconnectedError(), False),  # a kept-alive connection closed: retried, not counted
+    ],
+)
+def test_which_connect_failures_count_against_the_backend(error: BaseException, counts: bool) -> None:
+    assert _backend_unreachable(error) is counts
+
+
+class SlowRedisStore:
+    """A store on 'Redis' whose finish waits for ``gate``: the client may leave in the meantime."""
+
+    def __init__(self) -> None:
+        self.redis = object()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.finished: list[CallFinish] = []
+
+    async def finish_call(self, finish: CallFinish, now: float, *, end_program: bool = False) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        self.finished.append(finish)
+
+
+async def test_a_finish_on_redis_survives_the_cancellation_of_its_handler() -> None:
+    store = SlowRedisStore()
+    forwarder = Forwarder(
+        cast(Any, None),
+        cast(Any, None),
+        cast(Any, store),
+        cast(Any, None),
+        ProxyMetrics(),
+        ForwardSettings(),
+        "r",
+    )
+    call = _Call("p", "c", one_shot=False, started=0.0)
+    handler = asyncio.create_task(forwarder._finish(call, None, 0.5, 2.0, ok=True, end=False))
+    await store.entered.wait()
+    handler.cancel()  # the client left while Redis recorded the finish
+    with pytest.raises(asyncio.CancelledError):
+        await handler
+    assert call.finished and store.finished == []
+    store.gate.set()
+    await asyncio.wait_for(asyncio.gather(*forwarder.background), 5)
+    assert [(f.call_id, f.exec_time, f.ok) for f in store.finished] == [("c", 2.0, True)]
