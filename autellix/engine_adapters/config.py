@@ -57,6 +57,12 @@ class SidecarSettings(BaseSettings):
         0.95, gt=0, le=1, description="KV-cache usage above which the window stops growing"
     )
     probe_interval: float = Field(0.1, gt=0, description="seconds between engine load probes")
+    probe_timeout: float | None = Field(
+        None,
+        gt=0,
+        description="seconds one load probe may take (default: max(1, 5 x probe_interval)); raise it when "
+        "the engine's /metrics answers slowly (vLLM on a busy CPU host: seconds), or the window holds",
+    )
     tick_interval: float = Field(
         0.05, gt=0, description="seconds between timer ticks (beta promotion, service accounting)"
     )

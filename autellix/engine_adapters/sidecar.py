@@ -102,7 +102,7 @@ class Sidecar:
 
     async def probe_once(self) -> None:
         """One load probe (and, until it got an answer, the priority-policy detection)."""
-        probe_timeout = max(1.0, 5 * self.settings.probe_interval)
+        probe_timeout = self.settings.probe_timeout or max(1.0, 5 * self.settings.probe_interval)
         if self._detection_pending:
             await self._detect_priority(probe_timeout)
         path = self.adapter.load_paths[self._load_path]
