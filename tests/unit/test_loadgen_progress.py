@@ -1,8 +1,4 @@
-"""Pure parts of the live load generator: DAG bookkeeping and workload parameters (no processes, no IO).
-
-(They live next to the runner's integration tests because that is where this work's files go; they
-belong in tests/unit and carry no ``integration`` mark.)
-"""
+"""Pure parts of the live load generator: DAG bookkeeping and workload parameters (no processes, no IO)."""
 
 from __future__ import annotations
 
