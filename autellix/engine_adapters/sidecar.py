@@ -212,6 +212,11 @@ async def _generate(
     completed = False
     try:
         admission = await admission_future
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "admit %s (program %s, service %.3f s) from level %d after %.3f s",
+                context.call_id, context.program_id, call.program_service, admission.level, admission.waited,
+            )  # fmt: skip
         response, completed = await forward_call(
             sidecar, request, path, raw, body, context.call_id, admission
         )
