@@ -69,6 +69,21 @@ class _EngineStatsCollector(Collector):
         yield self._counter("vllm:generation_tokens", "Generation tokens processed.", stats.generation_tokens)
 
 
+class _LagCollector(Collector):
+    """How far the driver runs behind its scaled clock (not a vLLM metric: the simulation's own health)."""
+
+    def __init__(self, read_lag: Callable[[], float]) -> None:
+        self._read_lag = read_lag
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "autellix_sim_engine_lag_seconds",
+            "Simulated seconds the engine's steps run behind the scaled wall clock (0 = keeping up; "
+            "grows when the host cannot step the engine fast enough for --time-scale).",
+            value=self._read_lag(),
+        )
+
+
 class SimEngineMetrics:
     """One registry per server: engine stats plus per-request latency histograms."""
 
@@ -77,10 +92,14 @@ class SimEngineMetrics:
         read_stats: Callable[[], EngineStats],
         model_name: str,
         cache_config: Mapping[str, str] | None = None,
+        read_lag: Callable[[], float] | None = None,
     ) -> None:
-        """``cache_config``: labels of ``vllm:cache_config_info`` (``block_size``, ``num_gpu_blocks``)."""
+        """``cache_config``: labels of ``vllm:cache_config_info`` (``block_size``, ``num_gpu_blocks``);
+        ``read_lag``: the driver's lag behind its scaled clock (``autellix_sim_engine_lag_seconds``)."""
         self.registry = CollectorRegistry()
         self.registry.register(_EngineStatsCollector(read_stats, model_name, cache_config or {}))
+        if read_lag is not None:
+            self.registry.register(_LagCollector(read_lag))
         labels = ["model_name", "engine"]
         self._label_values = (model_name, "0")
         self.ttft = Histogram(

@@ -77,7 +77,12 @@ class SimEngineService:
             "num_gpu_blocks": str(config.num_gpu_blocks),
             "enable_prefix_caching": str(config.enable_prefix_caching),
         }
-        self.metrics = SimEngineMetrics(lambda: driver.engine.stats, settings.model_name, cache_config)
+        self.metrics = SimEngineMetrics(
+            lambda: driver.engine.stats,
+            settings.model_name,
+            cache_config,
+            read_lag=lambda: driver.lag_seconds,
+        )
         self.created = int(time.time())
 
     def prepare(self, body: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:

@@ -259,3 +259,4 @@ def test_metrics_use_vllm_names(sim_engine_factory: SimEngineFactory) -> None:
     ]:
         assert f"\n{name}" in text, name
     assert metric_value(text, "vllm:generation_tokens_total") >= 1
+    assert 0.0 <= metric_value(text, "autellix_sim_engine_lag_seconds") < 60.0  # the driver's own health
