@@ -157,29 +157,40 @@ def _post_and_record(
         order.append(name)
 
 
+def _wait_for_waiting(url: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if metric_value(httpx.get(url + "/metrics", timeout=5).text, "vllm:num_requests_waiting") >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the engine never had {count} requests waiting")
+
+
 def test_priority_policy_admits_lower_value_first(sim_engine_factory: SimEngineFactory) -> None:
     engine = sim_engine_factory(
         "--profile", "unit", "--time-scale", "0.01", "--scheduling-policy", "priority", "--max-num-seqs", "1"
     )
     order: list[str] = []
     lock = threading.Lock()
-    # A long request occupies the only running slot while the others queue up behind it.
-    blocker = threading.Thread(
-        target=_post_and_record,
-        args=(engine.url, {"prompt": "block", "max_tokens": 40, "ignore_eos": True}, "blocker", order, lock),
-    )
-    blocker.start()
-    time.sleep(0.1)
     threads = []
-    for name, priority in [("low-a", 10), ("low-b", 10), ("high", 0)]:
-        body = {"prompt": name, "max_tokens": 3, "ignore_eos": True, "priority": priority}
-        thread = threading.Thread(target=_post_and_record, args=(engine.url, body, name, order, lock))
-        thread.start()
-        threads.append(thread)
-        time.sleep(0.02)
-    for thread in [blocker, *threads]:
+    # An endless streamed request holds the only running slot until we close it, however slow the machine,
+    # and each queued request is seen waiting before the next is sent, so the arrival order is known.
+    endless = {"prompt": "block", "max_tokens": 30_000, "ignore_eos": True, "stream": True}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", engine.url + "/v1/completions", json=endless) as blocker,
+    ):
+        lines = blocker.iter_lines()  # kept: a discarded line iterator would close the stream
+        assert next(line for line in lines if line.startswith("data:"))
+        for waiting, (name, priority) in enumerate([("low-a", 10), ("low-b", 10), ("high", 0)], start=1):
+            body = {"prompt": name, "max_tokens": 3, "ignore_eos": True, "priority": priority}
+            thread = threading.Thread(target=_post_and_record, args=(engine.url, body, name, order, lock))
+            thread.start()
+            threads.append(thread)
+            _wait_for_waiting(engine.url, waiting)
+    for thread in threads:  # closing the stream aborted the blocker: the queue drains in priority order
         thread.join(timeout=60)
-    assert order == ["blocker", "high", "low-a", "low-b"]
+    assert order == ["high", "low-a", "low-b"]
 
 
 def test_closed_connection_aborts_and_frees_capacity(sim_engine_factory: SimEngineFactory) -> None:
