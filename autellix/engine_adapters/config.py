@@ -2,14 +2,20 @@
 
 Light on purpose: the CLI imports this module to build ``--help``; the queue and window classes are
 imported only by the validators, when settings are actually loaded.
+
+API keys follow the proxy's rules (autellix/auth.py): ``--api-key`` / ``--api-key-file`` make the
+sidecar accept only callers that present a key (the proxy, with its ``--backend-api-key``), and
+``--engine-api-key`` is what the sidecar presents to an engine started with ``--api-key``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from autellix.auth import check_key, parse_key_list, read_key_file
 
 if TYPE_CHECKING:
     from autellix.engine_adapters.admission import WindowParams
@@ -79,6 +85,45 @@ class SidecarSettings(BaseSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request body accepted")
     connect_timeout: float = Field(5.0, gt=0, description="seconds to wait for a connection to the engine")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        repr=False,
+        description="a key callers (the proxy's --backend-api-key) must send as 'Authorization: Bearer KEY' "
+        "(any listed key is accepted; env AUTELLIX_API_KEY=k1,k2); none: no authentication",
+    )
+    api_key_file: str | None = Field(
+        None,
+        description="file of accepted keys, one per line (# comments), added to --api-key and re-read "
+        "every few seconds",
+    )
+    engine_api_key: str | None = Field(
+        None,
+        repr=False,
+        description="key sent to the engine as 'Authorization: Bearer KEY' on every request (calls, load "
+        "probes, server info) in place of the caller's (vLLM/SGLang started with --api-key)",
+    )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _api_keys(cls, value: Any) -> list[str]:
+        return parse_key_list(value)
+
+    @field_validator("api_key_file", mode="before")
+    @classmethod
+    def _api_key_file(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        if isinstance(value, str):
+            read_key_file(value)  # a missing, unreadable or empty key file stops the start-up
+        return value
+
+    @field_validator("engine_api_key", mode="before")
+    @classmethod
+    def _engine_api_key(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return check_key(value) if value else None
+        return value
 
     @field_validator("engine_url")
     @classmethod
@@ -109,6 +154,11 @@ class SidecarSettings(BaseSettings):
     def _consistent(self) -> SidecarSettings:
         self.window_params()
         return self
+
+    def api_keys(self) -> tuple[str, ...]:
+        """Every key a caller may present: the listed ones, then the key file's (read now)."""
+        from_file = read_key_file(self.api_key_file) if self.api_key_file is not None else ()
+        return (*self.api_key, *from_file)
 
     def window_params(self) -> WindowParams:
         """The admission window's parameters."""

@@ -15,7 +15,12 @@ A generation request (``POST /v1/chat/completions`` or ``/v1/completions``) goes
 
 Two timers run beside the handlers: the load probe (the window adapts to the engine's running/waiting
 counts; in ``auto`` mode it also asks the engine once whether it runs a priority policy) and the tick
-(beta promotions, service accounting of running calls).
+(beta promotions, service accounting of running calls); with ``--api-key-file`` a third re-reads it.
+
+API keys (autellix/auth.py): with ``--api-key`` every route but ``/health``, ``/ready`` and
+``/metrics`` needs ``Authorization: Bearer <key>`` (401 in OpenAI's shape otherwise, before the call is
+queued), and that header is then the sidecar's, never the engine's; ``--engine-api-key`` is put on
+every request to the engine by :class:`EngineClient`.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from autellix.auth import KeyRing, forwards_client_authorization, read_key_file, requires_key
 from autellix.engine_adapters.accounting import estimate_input_tokens
 from autellix.engine_adapters.admission import AdmissionWindow
 from autellix.engine_adapters.base import (
@@ -51,9 +57,13 @@ from autellix.engine_adapters.protocol import CallContext, ProtocolError, decode
 from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough_get
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
+from autellix.proxy.errors import unauthorized
 from autellix.serving import run_service, serve_app
 
 log = logging.getLogger("autellix.sidecar")
+
+KEY_FILE_RELOAD_SECONDS = 10.0
+_GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class Sidecar:
@@ -66,7 +76,12 @@ class Sidecar:
         )
         queue = get_policy(settings.scheduler, settings.scheduler_params)
         self.gate = AdmissionGate(queue, AdmissionWindow(settings.window_params()), clock)
-        self.client = EngineClient(settings.engine_url, settings.connect_timeout)
+        self.client = EngineClient(settings.engine_url, settings.connect_timeout, settings.engine_api_key)
+        from_file = read_key_file(settings.api_key_file) if settings.api_key_file is not None else ()
+        self.key_ring = KeyRing.of(settings.api_key, from_file)
+        self.forward_authorization = forwards_client_authorization(
+            self.key_ring.keys.enabled, settings.engine_api_key
+        )
         self.priority: PriorityDecision = resolve_priority(settings.engine_priority, self.adapter, None)
         self.metrics = SidecarMetrics(self.gate.stats, lambda: self.priority.enabled)
         self._detection_pending = (
@@ -146,6 +161,20 @@ class Sidecar:
             self.priority.reason,
         )
 
+    async def reload_key_file(self) -> None:
+        """Re-read ``--api-key-file``; a file that cannot be used keeps the keys in force."""
+        path = self.settings.api_key_file
+        assert path is not None
+        try:
+            from_file: tuple[str, ...] | ValueError = await asyncio.to_thread(read_key_file, path)
+        except ValueError as exc:
+            from_file = exc
+        outcome = self.key_ring.reload(from_file)
+        if outcome.warning is not None:
+            log.warning("%s; the API keys in force stay", outcome.warning)
+        if outcome.changed:
+            log.info("API keys reloaded from %s: %d accepted", path, len(self.key_ring.keys))
+
     def _probe_failed(self, message: str) -> None:
         self.metrics.probe_failures.inc()
         if not self._warned_probe:
@@ -189,6 +218,32 @@ async def _errors(
         return error_response(
             SidecarError("Internal error in the sidecar.", status=500, error_type="InternalServerError")
         )
+
+
+@web.middleware
+async def _auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Check the caller's key (never logged); then keep the caller's credential from the engine."""
+    sidecar = request.app[SIDECAR]
+    keys = sidecar.key_ring.keys
+    if keys.enabled and requires_key(request.method, request.path):
+        result = keys.check(request.headers.getall("Authorization", []))
+        if not result.allowed:
+            log.debug(
+                "%s API key: %s %s from %s", result.verdict, request.method, request.path, request.remote
+            )
+            if request.method == "POST" and request.path in _GENERATION_PATHS:
+                sidecar.metrics.requests.labels("unauthorized").inc()
+            error = unauthorized(result.message, result.challenge)
+            return web.json_response(error.body(), status=error.status, headers=error.headers)
+    if not sidecar.forward_authorization and "Authorization" in request.headers:
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() != "authorization"]
+        try:
+            request = request.clone(headers=headers)
+        except UnicodeEncodeError:
+            raise SidecarError("Request headers must be UTF-8") from None
+    return await handler(request)
 
 
 async def _generate(
@@ -262,11 +317,17 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: SidecarSettings) -> web.Application:
     """The sidecar's aiohttp application; the engine client and the timers live as long as it does."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_errors])
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_errors, _auth])
     app[SIDECAR] = Sidecar(settings)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         sidecar = app[SIDECAR]
+        if sidecar.key_ring.keys.enabled:
+            log.info(
+                "API keys: %d accepted; /health, /ready and /metrics stay open", len(sidecar.key_ring.keys)
+            )
+        else:
+            log.info("no --api-key or --api-key-file: the sidecar accepts every caller")
         await sidecar.client.start()
 
         async def tick() -> None:
@@ -276,6 +337,9 @@ def create_app(settings: SidecarSettings) -> web.Application:
             asyncio.create_task(_every(settings.probe_interval, "load probe", sidecar.probe_once)),
             asyncio.create_task(_every(settings.tick_interval, "tick", tick)),
         ]
+        if settings.api_key_file is not None:
+            reload = _every(KEY_FILE_RELOAD_SECONDS, "key file reload", sidecar.reload_key_file)
+            timers.append(asyncio.create_task(reload))
         yield
         for task in timers:
             task.cancel()

@@ -8,6 +8,9 @@
 3. A refused or timed-out connect means the engine is down: :class:`EngineUnavailable`.
 4. No total timeout: a call may legitimately generate for minutes; the client's disconnect (handler
    cancellation) is what ends a call early, and closing the response aborts it in the engine.
+5. With an engine key, every request (calls, load probes, server info, health) carries
+   ``Authorization: Bearer <key>`` in place of any the caller sent: vLLM with ``--api-key`` guards only
+   ``/v1/*``, but sending the key everywhere costs nothing and fits engines that guard more.
 """
 
 from __future__ import annotations
@@ -54,10 +57,19 @@ def forward_headers(headers: Mapping[str, str]) -> dict[str, str]:
 class EngineClient:
     """Requests to one engine at ``base_url``."""
 
-    def __init__(self, base_url: str, connect_timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, connect_timeout: float = 5.0, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._connect_timeout = connect_timeout
+        self._authorization = f"Bearer {api_key}" if api_key else None
         self._session: aiohttp.ClientSession | None = None
+
+    def with_credential(self, headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        """Rule 5: ``headers`` with the engine key in place of the caller's ``Authorization``."""
+        if self._authorization is None:
+            return headers
+        out = {name: value for name, value in (headers or {}).items() if name.lower() != "authorization"}
+        out["Authorization"] = self._authorization
+        return out
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)
@@ -80,6 +92,7 @@ class EngineClient:
     ) -> aiohttp.ClientResponse:
         """Send a request; the caller must ``release()`` or ``close()`` the response (close aborts)."""
         url = self.base_url + path
+        headers = self.with_credential(headers)
         for attempt in (1, 2):
             try:
                 return await self.session.request(method, url, data=data, headers=headers)

@@ -11,7 +11,13 @@ backends' models), ``POST /v1/programs`` (start a program: ``{"id": ...}``), ``G
 
 Background tasks: backend health checks (every ``health_check_interval``); table maintenance every
 second (lease renewal, Redis probe and recovery while degraded, the fleet's loads); program gc every
-``gc_interval``.
+``gc_interval``; with ``--api-key-file``, a re-read of the key file every ``KEY_FILE_RELOAD_SECONDS``.
+
+API keys (auth.py): the auth middleware runs inside the error middleware, so a 401 is OpenAI-style JSON
+and is counted by route and status like any answer, and before any handler, so a rejected call never
+reaches the program table or a backend. It also takes the client's ``Authorization`` off the request
+when that header is not the backend's business (auth.py rule 6); ``--backend-api-key`` is a default
+header of the upstream session.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from autellix.auth import KeyRing, bearer, forwards_client_authorization, read_key_file, requires_key
 from autellix.serving import run_service, serve_app
 
 from .backends import BackendPool
 from .config import ProxySettings
-from .errors import ApiError, bad_request, error_body
+from .errors import ApiError, bad_request, error_body, unauthorized
 from .forward import Forwarder, ForwardSettings
+from .headers import without_authorization
 from .identity import IdentityError, check_id
 from .metrics import ProxyMetrics
 from .programs import ProgramExpiry, ProgramState
@@ -48,6 +56,7 @@ from .store import LocalProgramTable, ProgramStore
 log = logging.getLogger("autellix.proxy")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+KEY_FILE_RELOAD_SECONDS = 10.0  # a mounted Secret changes within about a minute; this adds little
 
 
 @dataclass(slots=True)
@@ -63,14 +72,28 @@ class Proxy:
     replica_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """The API keys in force (the ring swaps them when the key file changes), what crosses upstream."""
+
+    ring: KeyRing
+    forward_authorization: bool  # the client's Authorization reaches the backends (auth.py rule 6)
+
+
 PROXY = web.AppKey("proxy", Proxy)
 METRICS = web.AppKey("metrics", ProxyMetrics)
+GUARD = web.AppKey("guard", Guard)
 
 
 def error_response(
-    status: int, message: str, code: str | None = None, param: str | None = None
+    status: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
-    return web.json_response(error_body(status, message, code=code, param=param), status=status)
+    body = error_body(status, message, code=code, param=param)
+    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -82,7 +105,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.message, exc.code, exc.param)
+        response = error_response(exc.status, exc.message, exc.code, exc.param, exc.headers)
     except web.HTTPRequestEntityTooLarge as exc:
         response = error_response(413, f"Request body is too large ({exc.text})", "body_too_large")
     except web.HTTPException as exc:
@@ -98,6 +121,47 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = error_response(500, "Internal proxy error", "internal_error")
     metrics.child(metrics.requests, route, str(response.status)).inc()
     return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """auth.py rules 2-6: check the key (never logged), then hide the client's credential upstream."""
+    guard = request.app[GUARD]
+    keys = guard.ring.keys
+    if keys.enabled and requires_key(request.method, request.path):
+        result = keys.check(request.headers.getall("Authorization", []))
+        if not result.allowed:
+            log.debug(
+                "%s API key: %s %s from %s", result.verdict, request.method, request.path, request.remote
+            )
+            raise unauthorized(result.message, result.challenge)
+    if not guard.forward_authorization and "Authorization" in request.headers:
+        try:
+            request = request.clone(headers=without_authorization(request.headers.items()))
+        except UnicodeEncodeError:
+            raise bad_request("Request headers must be UTF-8", code="invalid_headers") from None
+    return await handler(request)
+
+
+async def reload_key_file(guard: Guard, settings: ProxySettings) -> None:
+    """Re-read ``--api-key-file``; a file that cannot be used keeps the keys in force (auth.py rule 7)."""
+    path = settings.api_key_file
+    assert path is not None
+    try:
+        from_file: tuple[str, ...] | ValueError = await asyncio.to_thread(read_key_file, path)
+    except ValueError as exc:
+        from_file = exc
+    outcome = guard.ring.reload(from_file)
+    if outcome.warning is not None:
+        log.warning("%s; the API keys in force stay", outcome.warning)
+    if outcome.changed:
+        log.info("API keys reloaded from %s: %d accepted", path, len(guard.ring.keys))
+
+
+def make_guard(settings: ProxySettings) -> Guard:
+    from_file = read_key_file(settings.api_key_file) if settings.api_key_file is not None else ()
+    ring = KeyRing.of(settings.api_key, from_file)
+    return Guard(ring, forwards_client_authorization(ring.keys.enabled, settings.backend_api_key))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -224,13 +288,25 @@ def build_store(settings: ProxySettings, replica_id: str, metrics: ProxyMetrics)
 
 def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> web.Application:
     metrics = metrics or ProxyMetrics()
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[errors_middleware])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[errors_middleware, auth_middleware]
+    )
     app[METRICS] = metrics
+    guard = app[GUARD] = make_guard(settings)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         replica_id = settings.replica_id or secrets.token_hex(4)
+        if guard.ring.keys.enabled:
+            log.info("API keys: %d accepted; /health, /ready and /metrics stay open", len(guard.ring.keys))
+        else:
+            log.info("no --api-key or --api-key-file: the proxy is open, every client is accepted")
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        backend_key = settings.backend_api_key
+        session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            headers={"Authorization": bearer(backend_key)} if backend_key is not None else None,
+        )
 
         def on_backend(backend: Any) -> None:
             metrics.backend_healthy.labels(backend.engine_id).set(1 if backend.healthy else 0)
@@ -287,6 +363,12 @@ def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> 
             asyncio.create_task(_every(1.0, maintain)),
             asyncio.create_task(_every(settings.gc_interval, collect)),
         ]
+        if settings.api_key_file is not None:
+
+            async def reload() -> None:
+                await reload_key_file(guard, settings)
+
+            tasks.append(asyncio.create_task(_every(KEY_FILE_RELOAD_SECONDS, reload)))
         yield
         for task in tasks:
             task.cancel()

@@ -3,14 +3,21 @@
 Light on purpose: the CLI imports this module to build ``--help``. Backends are given as ``URL`` or
 ``ID=URL`` (``--backend`` repeated, or a YAML list); the id names the engine in the program table, the
 metrics and the pins, so every replica must be given the same ids (the default id is the URL itself).
+
+API keys (rules in auth.py): ``--api-key`` (repeatable; ``AUTELLIX_API_KEY=k1,k2`` or a JSON list in
+the environment, a string or list in YAML) and ``--api-key-file`` (one key per line) add up; the file
+is read here once so that a missing or empty file stops the start-up, and again by the app while it
+runs. The key fields are left out of ``repr`` so that no log of the settings shows a key.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from autellix.auth import check_key, parse_key_list, read_key_file
 
 
 def parse_backend(spec: str) -> tuple[str, str]:
@@ -95,6 +102,45 @@ class ProxySettings(BaseSettings):
         True, description="GET /ready fails while Redis is unreachable (off: ready whenever a backend is)"
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        repr=False,
+        description="a key clients must send as 'Authorization: Bearer KEY' (any listed key is accepted, "
+        "for rotation; env AUTELLIX_API_KEY=k1,k2); none here and no --api-key-file: no authentication",
+    )
+    api_key_file: str | None = Field(
+        None,
+        description="file of accepted keys, one per line (# comments), added to --api-key and re-read "
+        "every few seconds (a Kubernetes Secret mounted as a file rotates without a restart)",
+    )
+    backend_api_key: str | None = Field(
+        None,
+        repr=False,
+        description="key sent to every backend as 'Authorization: Bearer KEY' in place of the client's "
+        "(for sidecars or engines started with an API key)",
+    )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _api_keys(cls, value: Any) -> list[str]:
+        return parse_key_list(value)
+
+    @field_validator("api_key_file", mode="before")
+    @classmethod
+    def _api_key_file(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return None
+        if isinstance(value, str):
+            read_key_file(value)  # a missing, unreadable or empty key file stops the start-up
+        return value
+
+    @field_validator("backend_api_key", mode="before")
+    @classmethod
+    def _backend_api_key(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            return check_key(value) if value else None
+        return value
 
     @field_validator("backend")
     @classmethod
@@ -130,6 +176,11 @@ class ProxySettings(BaseSettings):
             raise ValueError(f"stuck_ttl ({self.stuck_ttl}) must be >= program_ttl ({self.program_ttl})")
         self.router_config()  # an unknown router, parameter or weight: one clear line
         return self
+
+    def api_keys(self) -> tuple[str, ...]:
+        """Every accepted key: the listed ones, then the key file's (read now)."""
+        from_file = read_key_file(self.api_key_file) if self.api_key_file is not None else ()
+        return (*self.api_key, *from_file)
 
     def backends(self) -> list[tuple[str, str]]:
         return [parse_backend(value) for value in self.backend]

@@ -5,6 +5,10 @@
    must be findable in the bytes), plus the call's context from :class:`CallContext`.
 2. Downstream: the upstream's reply headers minus hop-by-hop ones, ``Server``, ``Date`` (the proxy
    writes its own) and every ``X-Autellix-*`` header (the completion report among them).
+3. Credentials (auth.py rule 6): when the proxy checks API keys, or sends a backend key, the app's
+   middleware takes the client's ``Authorization`` off the request before rule 1 runs
+   (:func:`without_authorization`); the backend key rides on the upstream session's default headers,
+   so health checks and model lists carry it as well as calls.
 """
 
 from __future__ import annotations
@@ -31,11 +35,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 _PREFIX = HEADER_PREFIX.lower()
-_PREFIX = HEADER_PREFIX.lower()
 
 
 def upstream_headers(headers: Iterable[tuple[str, str]], context: CallContext) -> CIMultiDict[str]:
-    """Rule 3: the client's headers minus hop-by-hop and ours, plus the call's context."""
+    """Rule 1: the client's headers minus hop-by-hop and ours, plus the call's context."""
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
         lower = name.lower()
@@ -56,3 +59,8 @@ def client_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
             continue
         out.add(name, value)
     return out
+
+
+def without_authorization(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """Rule 3: the request's headers without the client's credential (every ``Authorization``)."""
+    return CIMultiDict((name, value) for name, value in headers if name.lower() != "authorization")
