@@ -1,25 +1,43 @@
-"""The proxy's added latency and throughput against an instantly answering backend.
+"""The proxy's added latency and throughput against an instantly answering backend, side by side with
+the Rust routers users would pick instead (issue 5).
 
 Starts, as separate processes on loopback: a tiny aiohttp backend that answers chat completions at once
-(non-streaming JSON, or a short SSE stream), a ``redis-server``, and ``autellix proxy`` with the memory
-table and then with the Redis table. A closed-loop aiohttp client (this process) sends chat
+(non-streaming JSON, or a short SSE stream), a ``redis-server``, ``autellix proxy`` with the memory table
+and with the Redis table, and ``vllm-router`` and ``smg`` round-robin over the same backend (from the
+benchmark's own environment; ``--no-rust-routers`` leaves them out). The routers keep their defaults
+but for loopback, ``round_robin``, warning-level logs and a free Prometheus port (``rust_routers.py``
+says why no other default moves the figures). A closed-loop aiohttp client (this process) sends chat
 completions at concurrency 1 and 32, streaming and not, directly to the backend and through each
-proxy; at concurrency 32 twice: paced at ``--rate`` requests/s (loaded, not saturated: the
+target; at concurrency 32 twice: paced at ``--rate`` requests/s (loaded, not saturated: the
 added-latency figure) and back to back (saturated: the requests/s figure, where latency is queueing,
 by Little's law).
 
-Figures: latency p50/p99 per configuration; the proxy's added latency (proxy percentile minus the
-direct percentile at the same concurrency and mode); requests/s; and the proxy process's CPU time
-per request, which other load on the machine does not move (one proxy process on a free core serves
-about 1e6 / that many requests/s). Targets (issue 5): added p50 <= 1 ms at concurrency 1, added p99
-<= 5 ms at concurrency 32, >= 1,500 requests/s for one proxy process. All processes share this
-machine's cores, so the client and the backend take CPU from the proxy.
-(Comparing with the Rust routers ``vllm-router`` / ``smg`` is a later step.)
+First chunk: when the prompt is ``bench-gap`` the backend streams its first chunk at once and the next
+one ``--gap-ms`` later (the prompt selects this, not the model name: smg serves only the first model a
+backend lists in ``/v1/models`` and answers 404 to any other). At concurrency 1 the client times the
+first body bytes of the reply, directly and through each target. A target that holds the first chunk
+back (Nagle with delayed ACKs, or buffering) adds about 40 ms or the gap; one that forwards it at once
+adds what it adds to a non-streaming call.
 
-Each configuration runs ``--rounds`` times, interleaved with the others, and the figures are medians
-(other work on a shared machine comes and goes; interleaving spreads it over every configuration).
+Figures: latency p50/p99; added latency (a target's percentile minus the direct one at the same
+concurrency and mode); requests/s; the target process's CPU time per request (from ``/proc``; other load
+on the machine hardly moves it, and one process on a free core serves about 1e6 / that many
+requests/s); errors (non-200 answers and failed connections, left out of the latencies). All processes
+share this machine's cores, so the client and the backend take CPU from the target.
+Targets (issue 5), evaluated at the end for each target: added p50 <= 1 ms at concurrency 1; added p99
+<= 5 ms at concurrency 32 (paced); >= 1,500 requests/s (concurrency 32, back to back, non-streaming);
+added p50 within 2x of the faster Rust router's (concurrency 1); no first-chunk delay (added first-chunk
+p50 <= 1 ms, and p90 <= gap / 4: a Nagle or buffering stall delays most first chunks by 40 ms or the
+gap, while on a shared machine a p99 of a hundred samples per round is any one preempted request).
 
-Usage: ``.venv/bin/python benchmarks/bench_proxy_overhead.py [--seconds 2] [--rounds 3] [--rate 1500]``
+Every configuration runs ``--rounds`` times, interleaved with the others (the order of the targets
+rotating from round to round), and the figures are medians of the rounds' figures: other work on a
+shared machine comes and goes, and interleaving spreads it over every target. Each run starts with a
+warm-up at its own concurrency (connections, scripts, caches), not measured. The defaults (3 rounds of
+2 s, 7 configurations, 5 targets) take about 4 minutes.
+
+Usage: ``.venv/bin/python benchmarks/bench_proxy_overhead.py [--seconds 2] [--rounds 3] [--rate 1500]
+[--gap-ms 20] [--routers-venv PATH | --no-rust-routers]``
 """
 
 from __future__ import annotations
@@ -27,28 +45,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
+import math
 import shutil
+import socket
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from autellix.launch import ServiceProcess, autellix_command, free_port  # noqa: E402
+from rust_routers import DEFAULT_VENV, ensure_router_env, start_routers, wait_answering  # noqa: E402
 
-BODY = {"model": "bench", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 4}
+from autellix.launch import (  # noqa: E402
+    ServiceProcess,
+    ServiceStartError,
+    autellix_command,
+    free_port,
+    process_cpu_seconds,
+)
+
+MODEL, GAP_PROMPT = "bench", "bench-gap"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 4}
+GAP_BODY = {**BODY, "messages": [{"role": "user", "content": GAP_PROMPT}]}
 REPLY = {
     "id": "chatcmpl-bench",
     "object": "chat.completion",
     "created": 0,
-    "model": "bench",
+    "model": MODEL,
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
@@ -57,12 +88,14 @@ CHUNKS = [
     b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"k"}}]}\n\n',
     b"data: [DONE]\n\n",
 ]
+GAP = "first chunk"  # the load label of the first-chunk configuration
+Row = dict[str, Any]
 
 
 # --- the instant backend (run in its own process with --serve-backend PORT) ---------------------------
 
 
-def serve_backend(port: int) -> None:
+def serve_backend(port: int, gap: float) -> None:
     reply = json.dumps(REPLY).encode()
 
     async def chat(request: web.Request) -> web.StreamResponse:
@@ -70,14 +103,17 @@ def serve_backend(port: int) -> None:
         if body.get("stream"):
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
-            for chunk in CHUNKS:
+            for index, chunk in enumerate(CHUNKS):
+                if index == 1 and body["messages"][-1]["content"] == GAP_PROMPT:
+                    await asyncio.sleep(gap)  # the first chunk at once, the rest after the gap
                 await response.write(chunk)
             await response.write_eof()
             return response
         return web.Response(body=reply, content_type="application/json")
 
     async def models(_request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "bench", "object": "model"}]})
+        card = {"id": MODEL, "object": "model", "owned_by": "bench"}
+        return web.json_response({"object": "list", "data": [card]})
 
     async def health(_request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -92,30 +128,64 @@ def serve_backend(port: int) -> None:
 # --- the load generator ---------------------------------------------------------------------------
 
 
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else math.nan
+
+
 async def closed_loop(
-    url: str, concurrency: int, stream: bool, seconds: float, rate: float | None = None
+    url: str,
+    concurrency: int,
+    stream: bool,
+    seconds: float,
+    rate: float | None = None,
+    body: Mapping[str, object] = BODY,
+    warmup: int = 50,
 ) -> dict[str, float]:
     """``concurrency`` workers send back to back; with ``rate`` each is paced to ``rate / concurrency``
-    requests/s (a worker that falls behind sends at once), so the proxy is loaded but not saturated."""
-    payload = json.dumps({**BODY, "stream": stream}).encode()
+    requests/s (a worker that falls behind sends at once), so the target is loaded but not saturated.
+    Streams are read chunk by chunk; the first body bytes time the first chunk."""
+    payload = json.dumps({**body, "stream": stream}).encode()
     headers = {"Content-Type": "application/json"}
     latencies: list[float] = []
-    errors = 0
+    firsts: list[float] = []
+    errors = sent = 0
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(program: str) -> None:
-            nonlocal errors
+            nonlocal errors, sent
+            sent += 1
             began = time.perf_counter()
-            async with session.post(url, data=payload, headers={**headers, "X-Program-Id": program}) as reply:
-                await reply.read()
-                if reply.status != 200:
-                    errors += 1
+            first: float | None = None
+            try:
+                async with session.post(
+                    url, data=payload, headers={**headers, "X-Program-Id": program}
+                ) as reply:
+                    if stream:
+                        async for _chunk in reply.content.iter_any():
+                            first = first or time.perf_counter()
+                    else:
+                        await reply.read()
+                    ok = reply.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            if not ok:
+                errors += 1
+                await asyncio.sleep(0.001)  # a dead target must not turn the loop into a busy spin
+                return
             latencies.append(time.perf_counter() - began)
+            if first is not None:
+                firsts.append(first - began)
 
-        for i in range(50):  # warm-up: connections, scripts, caches
-            await one(f"warm-{i % 4}")
+        async def warm(index: int) -> None:
+            for _ in range(-(-max(warmup, 2 * concurrency) // concurrency) if warmup else 0):
+                await one(f"warm-{index}")
+
+        await asyncio.gather(*(warm(i) for i in range(concurrency)))
         latencies.clear()
+        firsts.clear()
+        errors = 0
         deadline = time.perf_counter() + seconds
 
         async def worker(index: int) -> None:
@@ -132,52 +202,208 @@ async def closed_loop(
         began = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - began
-    ordered = sorted(latencies)
-
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    return {
-        "requests": len(ordered),
+    result = {
+        "requests": len(latencies),
         "errors": errors,
-        "requests_per_s": len(ordered) / elapsed,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "mean_ms": statistics.fmean(ordered) * 1000,
+        "sent": sent,  # warm-up included: the denominator of the CPU per request
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "mean_ms": statistics.fmean(latencies) * 1000 if latencies else math.nan,
     }
+    if stream:
+        for q in (50, 90, 99):
+            result[f"first_p{q}_ms"] = percentile(firsts, q / 100)
+    return result
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# --- the processes ---------------------------------------------------------------------------------
 
 
-def start_redis(log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(log_dir: Path) -> tuple[ServiceProcess, str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed")
     port = free_port()
-    log = (log_dir / "redis.log").open("ab")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    redis = ServiceProcess(
+        "redis", args, f"redis://127.0.0.1:{port}/0", log_dir / "redis.log", die_with_parent=True
     )
-    time.sleep(0.3)
-    return process, f"redis://127.0.0.1:{port}/0"
+    redis.launch()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return redis, redis.url
+        except OSError:
+            time.sleep(0.05)
+    redis.stop()
+    raise SystemExit(f"redis-server did not answer on port {port}")
 
 
-def start_proxy(log_dir: Path, backend: str, extra: list[str]) -> ServiceProcess:
+def start_proxy(name: str, log_dir: Path, backend: str, extra: list[str]) -> ServiceProcess:
     port = free_port()
     args = ["--port", str(port), "--backend", f"bench={backend}", "--log-level", "warning", *extra]
     service = ServiceProcess(
-        name="proxy",
+        name=name,
         args=autellix_command("proxy", args),
         url=f"http://127.0.0.1:{port}",
-        log_path=log_dir / "proxy.log",
+        log_path=log_dir / f"{name}.log",
+        die_with_parent=True,
     )
-    return service.start()
+    service.start()
+    wait_answering(service, (BODY, GAP_BODY))  # the proxy has read the backend's /v1/models
+    return service
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def add_differences(rows: list[Row]) -> None:
+    """Each row's added figures: its percentile minus the direct one of the same configuration."""
+    direct = {(r["concurrency"], r["load"], r["stream"]): r for r in rows if r["target"] == "direct"}
+    for row in rows:
+        base = direct[(row["concurrency"], row["load"], row["stream"])]
+        for key in ("p50_ms", "p99_ms", "first_p50_ms", "first_p90_ms", "first_p99_ms"):
+            if key in row:
+                row[f"added_{key}"] = row[key] - base[key]
+
+
+def print_tables(rows: list[Row], gap_ms: float) -> None:
+    print(
+        f"{'target':<14}{'conc':>5}{'load':>13}{'stream':>8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'+p50 ms':>9}{'+p99 ms':>9}{'cpu us/req':>11}{'errors':>8}"
+    )
+    for row in rows:
+        if row["load"] != GAP:
+            print(
+                f"{row['target']:<14}{row['concurrency']:>5}{row['load']:>13}{row['stream']!s:>8}"
+                f"{row['requests_per_s']:>8.0f}{row['p50_ms']:>8.2f}{row['p99_ms']:>8.2f}"
+                f"{row['added_p50_ms']:>9.2f}{row['added_p99_ms']:>9.2f}"
+                f"{row.get('cpu_us_per_request', math.nan):>11.0f}{row['errors']:>8.0f}"
+            )
+    print(f"\nfirst chunk (concurrency 1, streaming; the backend sends the next chunk {gap_ms:g} ms later)")
+    print(
+        f"{'target':<14}{'first p50':>10}{'first p99':>10}{'+first p50':>11}{'+first p90':>11}"
+        f"{'+first p99':>11}{'total p50':>10}{'+total p50':>11}{'errors':>8}"
+    )
+    for row in rows:
+        if row["load"] == GAP:
+            print(
+                f"{row['target']:<14}{row['first_p50_ms']:>10.2f}{row['first_p99_ms']:>10.2f}"
+                f"{row['added_first_p50_ms']:>11.2f}{row['added_first_p90_ms']:>11.2f}"
+                f"{row['added_first_p99_ms']:>11.2f}"
+                f"{row['p50_ms']:>10.2f}{row['added_p50_ms']:>11.2f}{row['errors']:>8.0f}"
+            )
+
+
+def verdict(name: str, value: float, limit: float, at_most: bool = True, note: str = "") -> Row:
+    """One check of the summary; a figure that is not a number (no samples) misses."""
+    ok = value <= limit if at_most else value >= limit
+    return {"check": name, "value": value, "limit": limit, "at_most": at_most, "pass": ok, "note": note}
+
+
+def evaluate(
+    rows: list[Row], routers: list[str], rate: float, gap_ms: float, no_routers: str
+) -> dict[str, list[Row]]:
+    """Issue 5's targets for every target (each a check: name, figure, limit, verdict); without Rust
+    routers the 2x check has no verdict and ``no_routers`` says why."""
+    table = {(r["target"], r["concurrency"], r["load"], r["stream"]): r for r in rows}
+    paced = f"paced {rate:.0f}/s"
+    summary: dict[str, list[Row]] = {}
+    for target in dict.fromkeys(r["target"] for r in rows if r["target"] != "direct"):
+        checks: list[Row] = []
+        for stream in (False, True):
+            mode = "stream" if stream else "non-stream"
+            added = table[(target, 1, "c=1", stream)]["added_p50_ms"]
+            checks.append(verdict(f"added p50 c=1 {mode} (ms)", added, 1.0))
+            loaded = table[(target, 32, paced, stream)]["added_p99_ms"]
+            checks.append(verdict(f"added p99 c=32 {paced} {mode} (ms)", loaded, 5.0))
+        saturated = table[(target, 32, "max", False)]
+        cpu = saturated.get("cpu_us_per_request", math.nan)
+        note = f"cpu {cpu:.0f} us/req: ~{1e6 / cpu:.0f}/s on a free core" if cpu > 0 else ""
+        rps = saturated["requests_per_s"]
+        checks.append(verdict("req/s c=32 max non-stream", rps, 1500.0, at_most=False, note=note))
+        for stream in (False, True):
+            name = f"added p50 c=1 {'stream' if stream else 'non-stream'} <= 2x faster Rust router's (ms)"
+            mine = table[(target, 1, "c=1", stream)]["added_p50_ms"]
+            rivals = {rival: table[(rival, 1, "c=1", stream)]["added_p50_ms"] for rival in routers}
+            if not rivals:
+                checks.append({**verdict(name, mine, math.nan), "pass": None, "note": no_routers})
+                continue
+            fastest = min(rivals, key=rivals.__getitem__)
+            theirs = rivals[fastest]
+            ratio = f"ratio {mine / theirs:.2f}" if theirs > 0 else "ratio undefined: theirs <= 0"
+            checks.append(verdict(name, mine, 2 * theirs, note=f"{fastest} adds {theirs:.2f} ms; {ratio}"))
+        gap = table[(target, 1, GAP, True)]
+        extra = gap["added_first_p50_ms"] - table[(target, 1, "c=1", True)]["added_p50_ms"]
+        note = f"{extra:+.2f} ms against its added p50 c=1 stream"
+        checks.append(verdict("first chunk added p50 (ms)", gap["added_first_p50_ms"], 1.0, note=note))
+        stall = f"a stall adds the gap or 40 ms; p99 {gap['added_first_p99_ms']:.2f}"
+        checks.append(
+            verdict("first chunk added p90 (ms)", gap["added_first_p90_ms"], gap_ms / 4, note=stall)
+        )
+        summary[target] = checks
+    return summary
+
+
+def print_summary(summary: dict[str, list[Row]], routers_status: str) -> None:
+    print(f"\nsummary: issue 5's targets (medians of the rounds; {routers_status})")
+    for target, checks in summary.items():
+        print(target)
+        for c in checks:
+            sign = "<=" if c["at_most"] else ">="
+            verdict = {True: "PASS", False: "MISS", None: "n/a "}[c["pass"]]
+            note = f"  ({c['note']})" if c["note"] else ""
+            print(f"  {verdict}  {c['check']:<62}{c['value']:>9.2f} {sign} {c['limit']:<8.2f}{note}")
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def measure(targets: list[tuple[str, str, ServiceProcess | None]], args: argparse.Namespace) -> list[Row]:
+    """Every configuration against every target, ``args.rounds`` interleaved times; one row of medians
+    per (configuration, target), in that order."""
+    configs: list[tuple[int, float | None, bool, str]] = [
+        (concurrency, rate, stream, label)
+        for concurrency, rate, label in (
+            (1, None, "c=1"),
+            (32, args.rate, f"paced {args.rate:.0f}/s"),
+            (32, None, "max"),
+        )
+        for stream in (False, True)
+    ]
+    configs.append((1, None, True, GAP))
+    runs: dict[tuple[str, int, str, bool], list[dict[str, float]]] = {}
+    for round_index in range(args.rounds):
+        print(f"round {round_index + 1}/{args.rounds}", flush=True)
+        shift = round_index % len(targets)
+        for concurrency, rate, stream, label in configs:
+            body, warmup = (GAP_BODY, 5) if label == GAP else (BODY, 50)
+            for name, url, service in targets[shift:] + targets[:shift]:
+                pid = service.process.pid if service is not None and service.process else None
+                cpu_before = process_cpu_seconds(pid) if pid else 0.0
+                result = asyncio.run(
+                    closed_loop(
+                        url + "/v1/chat/completions", concurrency, stream, args.seconds, rate, body, warmup
+                    )
+                )
+                if pid and result["sent"]:
+                    result["cpu_us_per_request"] = (
+                        (process_cpu_seconds(pid) - cpu_before) / result["sent"] * 1e6
+                    )
+                runs.setdefault((name, concurrency, label, stream), []).append(result)
+    rows: list[Row] = []
+    for concurrency, _rate, stream, label in configs:
+        for name, _url, _service in targets:
+            results = runs[(name, concurrency, label, stream)]
+            merged = {key: statistics.median(r[key] for r in results) for key in results[0]}
+            rows.append(
+                {"target": name, "concurrency": concurrency, "load": label, "stream": stream, **merged}
+            )
+    return rows
 
 
 def main() -> int:
@@ -187,76 +413,85 @@ def main() -> int:
     parser.add_argument(
         "--rate", type=float, default=1500.0, help="offered requests/s of the paced runs at concurrency 32"
     )
+    parser.add_argument(
+        "--gap-ms", type=float, default=20.0, help="delay before the second chunk of bench-gap"
+    )
+    parser.add_argument(
+        "--routers-venv", type=Path, default=DEFAULT_VENV, help="the Rust routers' environment"
+    )
+    parser.add_argument("--no-rust-routers", action="store_true", help="leave vllm-router and smg out")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_proxy_overhead.json"))
     parser.add_argument("--serve-backend", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_backend is not None:
-        serve_backend(args.serve_backend)
+        serve_backend(args.serve_backend, args.gap_ms / 1000)
         return 0
+    began = time.monotonic()
     log_dir = ROOT / "results" / "bench_proxy_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    env, status = None, "Rust routers skipped (--no-rust-routers)"
+    if not args.no_rust_routers:
+        env, status = ensure_router_env(args.routers_venv, sys.executable, log_dir / "routers-install.log")
+        if env is None:
+            print(f"continuing without the Rust routers: {status}")
+            status = f"Rust routers left out: {status}"
     backend_port = free_port()
-    backend_url = f"http://127.0.0.1:{backend_port}"
     backend = ServiceProcess(
         name="backend",
-        args=[sys.executable, __file__, "--serve-backend", str(backend_port)],
-        url=backend_url,
+        args=[sys.executable, __file__, "--serve-backend", str(backend_port), "--gap-ms", str(args.gap_ms)],
+        url=f"http://127.0.0.1:{backend_port}",
         log_path=log_dir / "backend.log",
-    ).start()
-    redis_process, redis_url = start_redis(log_dir)
-    rows: list[dict[str, object]] = []
-    try:
-        targets: list[tuple[str, str, ServiceProcess | None]] = [("direct", backend_url, None)]
-        for name, extra in (("proxy-memory", []), ("proxy-redis", ["--redis-url", redis_url])):
-            proxy = start_proxy(log_dir, backend_url, extra)
-            targets.append((name, proxy.url, proxy))
-        runs: dict[tuple[str, int, str, bool], list[dict[str, float]]] = {}
-        for _round in range(args.rounds):  # interleaved rounds, medians: other load on the machine moves
-            for concurrency, rate in ((1, None), (32, args.rate), (32, None)):
-                for stream in (False, True):
-                    for name, url, service in targets:
-                        pid = service.process.pid if service is not None and service.process else None
-                        cpu_before = cpu_seconds(pid) if pid else 0.0
-                        result = asyncio.run(
-                            closed_loop(url + "/v1/chat/completions", concurrency, stream, args.seconds, rate)
-                        )
-                        if pid:  # warm-up requests included: a slight overestimate
-                            result["proxy_cpu_us_per_request"] = (
-                                (cpu_seconds(pid) - cpu_before) / (result["requests"] + 50) * 1e6
-                            )
-                        load = f"paced {rate:.0f}/s" if rate else "max"
-                        runs.setdefault((name, concurrency, load, stream), []).append(result)
-        for (name, concurrency, load, stream), results in runs.items():
-            merged = {key: statistics.median(r[key] for r in results) for key in results[0]}
-            rows.append(
-                {"target": name, "concurrency": concurrency, "load": load, "stream": stream, **merged}
-            )
-    finally:
-        for _name, _url, service in targets:
-            if service is not None:
-                service.stop()
-        backend.stop()
-        redis_process.kill()
-    direct = {(r["concurrency"], r["load"], r["stream"]): r for r in rows if r["target"] == "direct"}
-    print(
-        f"{'target':<14}{'conc':>5}{'load':>13}{'stream':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'+p50 ms':>9}{'+p99 ms':>9}{'cpu us/req':>11}"
+        die_with_parent=True,
     )
-    for row in rows:
-        base = direct[(row["concurrency"], row["load"], row["stream"])]
-        row["added_p50_ms"] = float(row["p50_ms"]) - float(base["p50_ms"])  # type: ignore[arg-type]
-        row["added_p99_ms"] = float(row["p99_ms"]) - float(base["p99_ms"])  # type: ignore[arg-type]
-        print(
-            f"{row['target']:<14}{row['concurrency']:>5}{row['load']:>13}{row['stream']!s:>8}"
-            f"{row['requests_per_s']:>9.0f}"
-            f"{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}{row['added_p50_ms']:>9.2f}{row['added_p99_ms']:>9.2f}"
-            f"{row.get('proxy_cpu_us_per_request', float('nan')):>11.0f}"
-        )
+    services: list[ServiceProcess] = [backend]
+    targets: list[tuple[str, str, ServiceProcess | None]] = [("direct", backend.url, None)]
+    routers: list[str] = []
+    try:
+        backend.start()
+        redis, redis_url = start_redis(log_dir)
+        services.append(redis)
+        for name, extra in (("proxy-memory", []), ("proxy-redis", ["--redis-url", redis_url])):
+            services.append(start_proxy(name, log_dir, backend.url, extra))
+            targets.append((name, services[-1].url, services[-1]))
+        if env is not None:
+            for name, router in start_routers(env, backend.url, log_dir, (BODY, GAP_BODY)):
+                services.append(router)
+                targets.append((name, router.url, router))
+                routers.append(name)
+            versions = ", ".join(f"{name} {version}" for name, version in env.versions.items())
+            status = f"{versions or status}; started: {', '.join(routers) or 'none'}"
+        rows = measure(targets, args)
+    except ServiceStartError as exc:
+        print(f"a service did not start: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted")
+        return 130
+    finally:
+        for service in reversed(services):
+            service.stop()
+    add_differences(rows)
+    print_tables(rows, args.gap_ms)
+    summary = evaluate(rows, routers, args.rate, args.gap_ms, status)
+    print_summary(summary, status)
+    wall = time.monotonic() - began
+    rust_routers = {
+        "status": status,
+        "venv": None if args.no_rust_routers else str(args.routers_venv),
+        "versions": env.versions if env else {},
+        "commands": {name: service.args for name, _url, service in targets if name in routers and service},
+    }
+    report = {
+        **{key: getattr(args, key) for key in ("seconds", "rounds", "rate", "gap_ms")},
+        "wall_seconds": wall,
+        "rust_routers": rust_routers,
+        "rows": rows,
+        "summary": summary,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"seconds": args.seconds, "rounds": args.rounds, "rate": args.rate, "rows": rows}
-    out.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {out}")
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out} ({wall:.0f} s)")
     return 0
 
 
