@@ -28,11 +28,17 @@ How the headers get there: the clients made by :meth:`Program.openai` / :meth:`P
 (no threads) or ``extra_headers=prog.headers()`` per call. The thread lives in a :class:`ContextVar`:
 asyncio tasks inherit it, so parallel branches each set their own; plain threads do not inherit it
 (call ``prog.thread`` inside the worker, or run the worker in ``contextvars.copy_context()``).
+
+API keys: a proxy started with ``--api-key`` wants ``Authorization: Bearer <key>`` on every call,
+including ``POST/DELETE /v1/programs``. ``program(url, api_key=...)`` sends it there and makes it the
+default key of the clients from :meth:`Program.openai`; without ``api_key`` the ``OPENAI_API_KEY``
+environment variable is used, as the ``openai`` SDK itself does.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -58,9 +64,10 @@ def _root(proxy_url: str) -> str:
 class Program:
     """A started program: its id, the headers that name it, and threads."""
 
-    def __init__(self, program_id: str, proxy_url: str) -> None:
+    def __init__(self, program_id: str, proxy_url: str, api_key: str | None = None) -> None:
         self.id = program_id
         self.proxy_url = _root(proxy_url)
+        self.api_key = api_key
 
     @property
     def base_url(self) -> str:
@@ -106,19 +113,24 @@ class Program:
 
     def openai(self, **kwargs: Any) -> openai_sdk.OpenAI:
         kwargs.setdefault("base_url", self.base_url)
-        kwargs.setdefault("api_key", "EMPTY")
+        kwargs.setdefault("api_key", self.api_key or "EMPTY")
         kwargs.setdefault("http_client", self.http_client())
         return openai_sdk.OpenAI(**kwargs)
 
     def async_openai(self, **kwargs: Any) -> openai_sdk.AsyncOpenAI:
         kwargs.setdefault("base_url", self.base_url)
-        kwargs.setdefault("api_key", "EMPTY")
+        kwargs.setdefault("api_key", self.api_key or "EMPTY")
         kwargs.setdefault("http_client", self.async_http_client())
         return openai_sdk.AsyncOpenAI(**kwargs)
 
 
 def _start_body(program_id: str | None) -> dict[str, str]:
     return {"id": program_id} if program_id is not None else {}
+
+
+def _auth_headers(api_key: str | None) -> tuple[str | None, dict[str, str]]:
+    key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+    return key, ({"Authorization": f"Bearer {key}"} if key else {})
 
 
 def _program_id(reply: httpx.Response) -> str:
@@ -129,11 +141,15 @@ def _program_id(reply: httpx.Response) -> str:
 
 
 @contextmanager
-def program(proxy_url: str, *, program_id: str | None = None, timeout: float = 10.0) -> Iterator[Program]:
+def program(
+    proxy_url: str, *, program_id: str | None = None, api_key: str | None = None, timeout: float = 10.0
+) -> Iterator[Program]:
     """Start a program on the proxy, yield it, end it on exit (also on error)."""
     root = _root(proxy_url)
-    with httpx.Client(timeout=timeout) as http:
-        started = Program(_program_id(http.post(root + "/v1/programs", json=_start_body(program_id))), root)
+    key, headers = _auth_headers(api_key)
+    with httpx.Client(timeout=timeout, headers=headers) as http:
+        reply = http.post(root + "/v1/programs", json=_start_body(program_id))
+        started = Program(_program_id(reply), root, key)
         try:
             yield started
         finally:
@@ -145,13 +161,14 @@ def program(proxy_url: str, *, program_id: str | None = None, timeout: float = 1
 
 @asynccontextmanager
 async def async_program(
-    proxy_url: str, *, program_id: str | None = None, timeout: float = 10.0
+    proxy_url: str, *, program_id: str | None = None, api_key: str | None = None, timeout: float = 10.0
 ) -> AsyncIterator[Program]:
     """The async twin of :func:`program`."""
     root = _root(proxy_url)
-    async with httpx.AsyncClient(timeout=timeout) as http:
+    key, headers = _auth_headers(api_key)
+    async with httpx.AsyncClient(timeout=timeout, headers=headers) as http:
         reply = await http.post(root + "/v1/programs", json=_start_body(program_id))
-        started = Program(_program_id(reply), root)
+        started = Program(_program_id(reply), root, key)
         try:
             yield started
         finally:

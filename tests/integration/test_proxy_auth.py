@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from autellix.launch import ServiceProcess, autellix_command, free_port
+from autellix.proxy.client import program
 from tests.integration.conftest import SidecarFactory, SimEngineFactory, metric_value
 
 pytestmark = pytest.mark.integration
@@ -157,6 +158,18 @@ def test_the_openai_sdk_through_a_proxy_and_a_sidecar_that_check_keys(
         metrics = http.get("/metrics")
         assert metrics.status_code == 200
         assert metric_value(metrics.text, "autellix_proxy_requests_total", ['status="401"']) >= 3
+
+    # the client helper sends the key on POST/DELETE /v1/programs and to the SDK clients it makes
+    with program(proxy.url, api_key="new-key") as prog:
+        reply = prog.openai(max_retries=0).chat.completions.create(
+            model="sim-llama", messages=MESSAGES, max_tokens=2, extra_body=extra
+        )
+        assert reply.usage is not None and reply.usage.completion_tokens == 2
+        with httpx.Client(base_url=proxy.url, timeout=10) as http:
+            state = http.get(f"/v1/programs/{prog.id}", headers={"Authorization": "Bearer new-key"})
+            assert state.status_code == 200 and state.json()["calls_completed"] == 1
+    with pytest.raises(httpx.HTTPStatusError), program(proxy.url, api_key="wrong-key"):
+        pass
 
     with httpx.Client(base_url=sidecar.url, timeout=10) as http:  # only the proxy can reach the sidecar
         direct = http.post("/v1/chat/completions", json={"model": "sim-llama", "messages": MESSAGES})
