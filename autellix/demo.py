@@ -125,6 +125,12 @@ def scaled_queue_params(time_scale: float) -> dict[str, object]:
     }
 
 
+def _service(kind: str, log_dir: Path, args: list[str], name: str) -> ServiceProcess:
+    """A service of the demo's own stack: dies with the demo, and ignores the caller's AUTELLIX_* variables
+    (an exported AUTELLIX_API_KEY, say, would lock the demo's own load generator out)."""
+    return service(kind, log_dir, args, name, die_with_parent=True, inherit_autellix_env=False)
+
+
 def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: ServiceGroup) -> ServiceProcess:
     """Engines, then their sidecars, then the proxy; returns the proxy (every backend healthy)."""
     engine_args = ["--profile", settings.profile, "--time-scale", str(settings.time_scale),
@@ -132,13 +138,13 @@ def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: Serv
                    "--seed", str(settings.seed), "--log-level", "warning"]  # fmt: skip
     if settings.num_gpu_blocks:
         engine_args += ["--num-gpu-blocks", str(settings.num_gpu_blocks)]
-    engines = [service("sim-engine", log_dir, engine_args, f"{setup.name}-engine-{i}", die_with_parent=True)
+    engines = [_service("sim-engine", log_dir, engine_args, f"{setup.name}-engine-{i}")
                for i in range(settings.engines)]  # fmt: skip
     group.start_all(engines)
     sidecar_args = ["--engine-kind", "sim", "--scheduler", setup.scheduler, "--window-mode", "fixed",
                     "--max-in-flight", str(settings.max_num_seqs + 2), "--log-level", "warning"]  # fmt: skip
-    sidecars = [service("sidecar", log_dir, ["--engine-url", e.url, *sidecar_args],
-                        f"{setup.name}-sidecar-{i}", die_with_parent=True)
+    sidecars = [_service("sidecar", log_dir, ["--engine-url", e.url, *sidecar_args],
+                        f"{setup.name}-sidecar-{i}")
                 for i, e in enumerate(engines)]  # fmt: skip
     if setup.scheduler != "fcfs":
         for sidecar in sidecars:
@@ -150,7 +156,7 @@ def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: Serv
     proxy_args += ["--router", setup.router, "--health-check-timeout", "10", "--log-level", "warning"]
     if settings.redis_url:
         proxy_args += ["--redis-url", settings.redis_url]
-    proxy = service("proxy", log_dir, proxy_args, f"{setup.name}-proxy", die_with_parent=True)
+    proxy = _service("proxy", log_dir, proxy_args, f"{setup.name}-proxy")
     group.start_all([proxy])
     wait_backends_healthy(proxy)
     return proxy

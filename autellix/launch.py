@@ -64,6 +64,9 @@ class ServiceProcess:
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
     die_with_parent: bool = False  # Linux: the kernel sends SIGTERM if the launching process dies
+    # False: the child sees none of the caller's AUTELLIX_* variables (a self-contained stack such as the
+    # demo must not pick up, say, an exported AUTELLIX_API_KEY meant for another service), only ``env``
+    inherit_autellix_env: bool = True
 
     def start(self, timeout: float = 30.0, health_path: str = "/health") -> ServiceProcess:
         """Launch the process and wait until it is healthy."""
@@ -79,11 +82,16 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env={**os.environ, **self.env},
+            env={**self._inherited_env(), **self.env},
             preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         log.close()
         return self
+
+    def _inherited_env(self) -> dict[str, str]:
+        if self.inherit_autellix_env:
+            return dict(os.environ)
+        return {name: value for name, value in os.environ.items() if not name.startswith("AUTELLIX_")}
 
     def wait_healthy(self, timeout: float = 30.0, health_path: str = "/health") -> ServiceProcess:
         """Poll ``health_path`` until it answers 200; stop the process and raise if it never does."""
@@ -167,6 +175,7 @@ def service(
     name: str | None = None,
     host: str = "127.0.0.1",
     die_with_parent: bool = False,
+    inherit_autellix_env: bool = True,
 ) -> ServiceProcess:
     """An ``autellix SUBCOMMAND`` service on a free loopback port, not yet launched."""
     port = free_port(host)
@@ -177,6 +186,7 @@ def service(
         url=f"http://{host}:{port}",
         log_path=log_dir / f"{label}-{port}.log",
         die_with_parent=die_with_parent,
+        inherit_autellix_env=inherit_autellix_env,
     )
 
 
