@@ -7,18 +7,25 @@
 3. SIGINT and SIGTERM start a graceful stop: the listener closes, in-flight responses (streams
    included) get up to ``shutdown_timeout`` seconds to finish, then the app's cleanup contexts run.
 4. A port that cannot be bound is one line on stderr and exit status 1.
+5. The event loop is uvloop's when it is importable (a dependency; roughly halves the loop's own cost
+   per request against asyncio's pure-Python loop) unless ``AUTELLIX_EVENT_LOOP=asyncio`` asks for the
+   standard one; which loop runs is logged at start-up (info).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
+
+LOOP_ENV = "AUTELLIX_EVENT_LOOP"
+log = logging.getLogger("autellix.serving")
 
 
 def configure_logging(level: str) -> None:
@@ -54,13 +61,37 @@ async def serve_app(
         await runner.cleanup()
 
 
+def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Rule 5: uvloop's loop factory, or None for asyncio's own (``choice`` defaults to the env)."""
+    wanted = (choice if choice is not None else os.environ.get(LOOP_ENV, "")).strip().lower()
+    if wanted not in ("", "auto", "uvloop", "asyncio"):
+        raise ValueError(f"{LOOP_ENV} must be auto, uvloop or asyncio, got {wanted!r}")
+    if wanted == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if wanted == "uvloop":
+            raise
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def run_service(
     name: str, host: str, port: int, log_level: str, serve: Callable[[], Coroutine[Any, Any, None]]
 ) -> int:
     """Run one service's ``serve()`` coroutine to completion; the exit status for the CLI."""
     configure_logging(log_level)
     try:
-        asyncio.run(serve())
+        factory = loop_factory()
+    except (ValueError, ImportError) as exc:
+        print(f"autellix {name}: error: {exc}", file=sys.stderr)
+        return 2
+    log.info("autellix %s: event loop %s", name, "uvloop" if factory is not None else "asyncio")
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve())
     except OSError as exc:
         print(
             f"autellix {name}: error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr

@@ -16,18 +16,29 @@ this module moves bytes and time between them. Per call:
    timeout; not our own host's lack of sockets) is also one failed health observation of the backend
    (passive check, backends.py rule 2). After the first byte there is no retry: a broken stream ends
    with an SSE error event (and ``[DONE]``); a broken non-streaming read is a 502.
-5. The completion report (sidecar) or, against a bare engine, the proxy's own measurement is applied
-   with ``finish_call`` before the client gets the end of the reply (the sidecar's report precedes
+5. The completion report (sidecar) or, against a bare engine, the proxy's own measurement is recorded
+   with ``finish_soon`` before the client gets the end of the reply (the sidecar's report precedes
    ``data: [DONE]``; a bare engine's stream is finished just before its ``data: [DONE]`` line is
-   sent), so the program's next call sees the updated service. Measurement without a sidecar (an
-   approximation): queue wait = request sent → first response byte, execution = first byte → the
-   stream's ``[DONE]`` (or last byte); for non-streaming replies, whose first byte is their last,
-   execution = request sent → reply and wait = 0.
+   sent), so the program's next call sees the updated service. "Recorded" depends on the table
+   (store.py rule 5): the memory table has applied it; a standalone Redis table has *written* it on
+   the replica's ordered link and acknowledges it in the background, which keeps one Redis round trip
+   off every call. The program's next call through this replica is executed by Redis after the finish
+   (same connection, FIFO), so it sees the service exactly. Through another replica, its start may
+   reach Redis before this finish only if the client gets the reply, sends its next call and that
+   replica's start arrives, all within the finish's one-way trip to Redis (shorter than the round
+   trip the next call needs to reach a proxy); it then gets the service without this call, as an
+   agent's parallel calls do, and this finish still counts in the program. A Redis Cluster table
+   (not ordered) is still awaited. Measurement without a sidecar (an approximation): queue wait =
+   request sent → first response byte, execution = first byte → the stream's ``[DONE]`` (or last
+   byte); for non-streaming replies, whose first byte is their last, execution = request sent →
+   reply and wait = 0.
 6. A client that disconnects cancels the handler (``handler_cancellation``); the upstream connection is
    closed, which aborts the call in the sidecar or engine, and the call is finished as failed with the
    time measured so far, in a background task that the cancellation cannot interrupt. A write that
-   finds the client gone mid-stream is the same event seen first, and ends the same way. A finish on
-   Redis that the cancellation interrupts still completes in the background.
+   finds the client gone mid-stream is the same event seen first, and ends the same way. A finish is
+   sent before the handler can be suspended, so a cancellation cannot lose it (on a Redis Cluster it
+   is shielded and completes in the background). A start on an ordered table is not shielded: a
+   cancellation while it is in flight sends a failed finish behind it, which gives the call back.
 7. Once the client has the stream's last event (``data: [DONE]`` and its blank line) the call is done:
    the client's reply is ended at once, and what the upstream still sends (normally only the end of
    its chunked body) is read in the background, so a client that closes its connection right after
@@ -71,7 +82,7 @@ from .metrics import ProxyMetrics, reason_label
 from .programs import CallFinish, CallStart, CallStartResult
 from .routing import EngineView, NoEngineAvailable, RouteRequest, RoutingPolicy
 from .sse import ReportLine, ReportStripper
-from .store import ProgramStore
+from .store import Ended, ProgramStore
 
 log = logging.getLogger("autellix.proxy.forward")
 
@@ -236,12 +247,21 @@ class Forwarder:
             start = CallStart(
                 program_id, call, decision.engine_id, identity.thread_id, body.input_tokens, decision.pin
             )
-            starting = asyncio.ensure_future(self.store.start_call(start, time.time()))
-            try:
-                result = await asyncio.shield(starting)
-            except asyncio.CancelledError:  # the client left while the table was recording the start
-                self._in_background(self._give_back(starting, _Call(program_id, call, one_shot, started)))
-                raise
+            if self.store.ordered:
+                try:
+                    result = await self.store.start_call(start, time.time())
+                except asyncio.CancelledError:  # the client left while the table recorded the start:
+                    # a failed finish, ordered behind the start, gives the call back (rule 6)
+                    given_back = _Call(program_id, call, one_shot, started)
+                    self._finish_now(given_back, None, 0.0, 0.0, ok=False, end=one_shot)
+                    raise
+            else:
+                starting = asyncio.ensure_future(self.store.start_call(start, time.time()))
+                try:
+                    result = await asyncio.shield(starting)
+                except asyncio.CancelledError:  # the client left while the table was recording the start
+                    self._in_background(self._give_back(starting, _Call(program_id, call, one_shot, started)))
+                    raise
             self.refresh_loads(result.engine_loads)
             self._remember_pin(program_id, result.pinned_engine)
             engine = result.engine_id
@@ -471,6 +491,26 @@ class Forwarder:
         ok: bool,
         end: bool,
     ) -> None:
+        """Rule 5: the finish recorded (memory) or sent ahead of this replica's later table operations
+        (Redis) before this returns; only an unordered table (Redis Cluster) is waited for."""
+        done = self._finish_now(call, report, wait, exec_time, ok, end)
+        if self.store.ordered:
+            return
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:  # the client left while Redis recorded the finish (rule 6)
+            self._in_background(_settle(done))
+            raise
+
+    def _finish_now(
+        self,
+        call: _Call,
+        report: CompletionReport | None,
+        wait: float,
+        exec_time: float,
+        ok: bool,
+        end: bool,
+    ) -> asyncio.Future[Ended | None]:
         call.finished = True
         if report is not None:
             finish = CallFinish(
@@ -487,19 +527,16 @@ class Forwarder:
             finish = CallFinish(call.program_id, call.call_id, exec_time=exec_time, queue_wait=wait, ok=ok)
         self.metrics.call_exec.observe(max(0.0, finish.exec_time))
         self.metrics.call_wait.observe(max(0.0, finish.queue_wait))
-        finishing = self.store.finish_call(finish, time.time(), end_program=end)
-        if self.store.redis is None:
-            state = await finishing  # the memory table never suspends: no cancellation can cut it short
-        else:
-            task = asyncio.ensure_future(finishing)
-            try:
-                state = await asyncio.shield(task)
-            except asyncio.CancelledError:  # the client left while Redis recorded the finish (rule 6)
-                self._in_background(_settle(task))
-                raise
-        if end and state is not None:
-            self.metrics.program_service.observe(state.service_plas)
-            self.metrics.program_wait.observe(state.wait)
+        done = self.store.finish_soon(finish, time.time(), end_program=end)
+        if end:
+            done.add_done_callback(self._observe_end)
+        return done
+
+    def _observe_end(self, done: asyncio.Future[Ended | None]) -> None:
+        ended = None if done.cancelled() or done.exception() is not None else done.result()
+        if ended is not None:
+            self.metrics.program_service.observe(ended[0])
+            self.metrics.program_wait.observe(ended[1])
 
     async def _give_back(self, starting: asyncio.Future[CallStartResult], call: _Call) -> None:
         with contextlib.suppress(Exception):

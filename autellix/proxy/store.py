@@ -23,6 +23,13 @@ Theory of operation
      and in-flight entries); their late finishes are then no-ops.
 4. Each call remembers where it started (``(program, call)`` in ``_local_calls``), so its finish goes
    to the same table whatever happened in between.
+5. :meth:`ProgramStore.finish_soon` records a finish without suspending the caller whenever it can:
+   in memory (and for a call of the local table) it is applied at once; on a standalone Redis it is
+   written on the table's ordered link at once (``ordered`` is True: every later start or finish of
+   this replica is executed after it) and its outcome is handled by a callback (an outage queues it
+   as in rule 3). The returned future gives the ended program's ``(service, wait)`` (None when the
+   program goes on); the caller need not await it, and cancelling its wait changes nothing. Only a
+   Redis Cluster table (not ordered) runs the finish as a task the caller should await.
 """
 
 from __future__ import annotations
@@ -33,18 +40,19 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
 from .programs import CallFinish, CallStart, CallStartResult, MemoryProgramTable, ProgramState
-from .programs.redis_table import RedisProgramTable
+from .programs.redis_table import RedisProgramTable, finish_summary
 from .programs.rules import new_program
 
 log = logging.getLogger("autellix.proxy.table")
 
 MAX_PENDING_FINISHES = 10_000
 T = TypeVar("T")
+Ended = tuple[float, float]  # an ended program's (service, wait)
 TableObserver = Callable[[str, float, bool], None]
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -93,24 +101,32 @@ class ProgramStore:
     def reachable(self) -> bool:
         return self.redis is None or not self.degraded
 
+    @property
+    def ordered(self) -> bool:
+        """Rule 5: a finish is recorded (or written, in order) before :meth:`finish_soon` returns."""
+        return self.redis is None or self.redis.ordered
+
     async def _on_redis(self, op: str, action: Callable[[RedisProgramTable], Awaitable[T]]) -> T:
         assert self.redis is not None
         started = time.perf_counter()
         try:
             result = await action(self.redis)
         except _OUTAGE as exc:
-            self._observe(op, time.perf_counter() - started, False)
-            if not self.degraded:
-                self.degraded = True
-                self._on_degraded(True)
-                log.warning(
-                    "Redis unreachable (%s: %s): serving from the local program table until it returns",
-                    type(exc).__name__,
-                    exc,
-                )
+            self._failed(op, started, exc)
             raise
         self._observe(op, time.perf_counter() - started, True)
         return result
+
+    def _failed(self, op: str, started: float, exc: BaseException) -> None:
+        self._observe(op, time.perf_counter() - started, False)
+        if not self.degraded:
+            self.degraded = True
+            self._on_degraded(True)
+            log.warning(
+                "Redis unreachable (%s: %s): serving from the local program table until it returns",
+                type(exc).__name__,
+                exc,
+            )
 
     def _use_redis(self) -> bool:
         return self.redis is not None and not self.degraded
@@ -142,6 +158,53 @@ class ProgramStore:
         except _OUTAGE:
             self._pending.append((finish, now, end_program))
             return None
+
+    def finish_soon(
+        self, finish: CallFinish, now: float, *, end_program: bool = False
+    ) -> asyncio.Future[Ended | None]:
+        """Rule 5: record (or send) a finish now; the future of the ended program's (service, wait)."""
+        loop = asyncio.get_running_loop()
+        key = (finish.program_id, finish.call_id)
+        if self.redis is None or key in self._local_calls or self.degraded:
+            done: asyncio.Future[Ended | None] = loop.create_future()
+            if self.redis is None or key in self._local_calls:
+                self._local_calls.discard(key)
+                state = self.local.finish_and_maybe_end(finish, now, end_program)
+                done.set_result((state.service_plas, state.wait) if state and end_program else None)
+            else:
+                self._pending.append((finish, now, end_program))
+                done.set_result(None)
+            return done
+        if not self.redis.ordered:
+            return asyncio.ensure_future(self._finish_unordered(finish, now, end_program))
+        started = time.perf_counter()
+        outcome: asyncio.Future[Ended | None] = loop.create_future()
+        try:
+            reply = self.redis.send_finish(finish, now, end_program=end_program)
+        except _OUTAGE as exc:
+            self._failed("finish_call", started, exc)
+            self._pending.append((finish, now, end_program))
+            outcome.set_result(None)
+            return outcome
+
+        def settle(reply: asyncio.Future[Any]) -> None:
+            exc = asyncio.CancelledError() if reply.cancelled() else reply.exception()
+            if exc is not None:
+                self._failed("finish_call", started, exc)
+                self._pending.append((finish, now, end_program))
+                summary = None
+            else:
+                self._observe("finish_call", time.perf_counter() - started, True)
+                summary = finish_summary(reply.result())
+            if not outcome.done():
+                outcome.set_result(summary)
+
+        reply.add_done_callback(settle)
+        return outcome
+
+    async def _finish_unordered(self, finish: CallFinish, now: float, end_program: bool) -> Ended | None:
+        state = await self.finish_call(finish, now, end_program=end_program)
+        return (state.service_plas, state.wait) if state is not None and end_program else None
 
     async def create(self, program_id: str, now: float) -> bool:
         if self._use_redis():

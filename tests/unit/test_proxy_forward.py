@@ -89,32 +89,62 @@ def test_which_connect_failures_count_against_the_backend(error: BaseException, 
     assert _backend_unreachable(error) is counts
 
 
-class SlowRedisStore:
-    """A store on 'Redis' whose finish waits for ``gate``: the client may leave in the meantime."""
+class SlowClusterStore:
+    """A store on an unordered table (Redis Cluster) whose finish waits for ``gate``: the client may
+    leave in the meantime."""
+
+    ordered = False
 
     def __init__(self) -> None:
-        self.redis = object()
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
         self.finished: list[CallFinish] = []
 
-    async def finish_call(self, finish: CallFinish, now: float, *, end_program: bool = False) -> None:
-        self.entered.set()
-        await self.gate.wait()
-        self.finished.append(finish)
+    def finish_soon(
+        self, finish: CallFinish, now: float, *, end_program: bool = False
+    ) -> asyncio.Future[tuple[float, float] | None]:
+        async def record() -> tuple[float, float] | None:
+            self.entered.set()
+            await self.gate.wait()
+            self.finished.append(finish)
+            return (3.0, 1.0) if end_program else None
+
+        return asyncio.ensure_future(record())
 
 
-async def test_a_finish_on_redis_survives_the_cancellation_of_its_handler() -> None:
-    store = SlowRedisStore()
-    forwarder = Forwarder(
+class OrderedStore:
+    """A store whose finishes are sent in order at once (memory, standalone Redis); their outcome
+    arrives when the test resolves ``outcome``."""
+
+    ordered = True
+
+    def __init__(self) -> None:
+        self.outcome: asyncio.Future[tuple[float, float] | None] | None = None
+        self.sent: list[tuple[CallFinish, bool]] = []
+
+    def finish_soon(
+        self, finish: CallFinish, now: float, *, end_program: bool = False
+    ) -> asyncio.Future[tuple[float, float] | None]:
+        self.sent.append((finish, end_program))
+        self.outcome = asyncio.get_running_loop().create_future()
+        return self.outcome
+
+
+def forwarder_on(store: object, metrics: ProxyMetrics | None = None) -> Forwarder:
+    return Forwarder(
         cast(Any, None),
         cast(Any, None),
         cast(Any, store),
         cast(Any, None),
-        ProxyMetrics(),
+        metrics or ProxyMetrics(),
         ForwardSettings(),
         "r",
     )
+
+
+async def test_a_finish_on_an_unordered_table_survives_the_cancellation_of_its_handler() -> None:
+    store = SlowClusterStore()
+    forwarder = forwarder_on(store)
     call = _Call("p", "c", one_shot=False, started=0.0)
     handler = asyncio.create_task(forwarder._finish(call, None, 0.5, 2.0, ok=True, end=False))
     await store.entered.wait()
@@ -125,3 +155,23 @@ async def test_a_finish_on_redis_survives_the_cancellation_of_its_handler() -> N
     store.gate.set()
     await asyncio.wait_for(asyncio.gather(*forwarder.background), 5)
     assert [(f.call_id, f.exec_time, f.ok) for f in store.finished] == [("c", 2.0, True)]
+
+
+def sample_count(metrics: ProxyMetrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    return value if value is not None else 0.0
+
+
+@pytest.mark.parametrize("end", [False, True])
+async def test_a_finish_on_an_ordered_table_is_sent_without_waiting_for_its_outcome(end: bool) -> None:
+    store, metrics = OrderedStore(), ProxyMetrics()
+    forwarder = forwarder_on(store, metrics)
+    call = _Call("p", "c", one_shot=end, started=0.0)
+    await forwarder._finish(call, None, 0.5, 2.0, ok=True, end=end)  # returns with the outcome pending
+    assert call.finished and [(f.call_id, e) for f, e in store.sent] == [("c", end)]
+    assert store.outcome is not None and not store.outcome.done()
+    store.outcome.set_result((7.0, 0.5) if end else None)
+    await asyncio.sleep(0)  # the outcome's callbacks run
+    count = sample_count(metrics, "autellix_proxy_program_service_seconds_count")
+    total = sample_count(metrics, "autellix_proxy_program_service_seconds_sum")
+    assert (count, total) == ((1.0, 7.0) if end else (0.0, 0.0))

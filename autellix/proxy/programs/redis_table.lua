@@ -92,8 +92,9 @@ local function fleet_start(K, acquired, final, mem, pid, now_s, rid, lease_ms, k
 end
 
 -- Rules 4-5 (measurements arrive sanitised). Returns nil when the call is not in flight, else
--- {engine, replica, hash after (or before deletion when end_after), ended, other released calls}.
-local function prog_finish(pkey, call, now_s, exec_s, wait_s, ok, ptok, ctok, otok, end_after, key_ttl_ms)
+-- {engine, replica, hash after (or before deletion when end_after), ended, other released calls,
+-- plas after, wait after}. With brief == '1' the hash is read only when the program ends ({} otherwise).
+local function prog_finish(pkey, call, now_s, exec_s, wait_s, ok, ptok, ctok, otok, end_after, key_ttl_ms, brief)
   local cfield = 'c:' .. call
   local raw = redis.call('HGET', pkey, cfield)
   if not raw then return nil end
@@ -102,10 +103,11 @@ local function prog_finish(pkey, call, now_s, exec_s, wait_s, ok, ptok, ctok, ot
   local exec = tonumber(exec_s)
   local failed = num(f[5])
   if ok ~= '1' then failed = failed + 1 end
+  local plas, wait = fmt(num(f[1]) + exec), fmt(num(f[3]) + tonumber(wait_s))
   redis.call('HSET', pkey,
-    'plas', fmt(num(f[1]) + exec),
+    'plas', plas,
     'atlas', fmt(math.max(num(f[2]), tonumber(rec[7]) + exec)),
-    'wait', fmt(num(f[3]) + tonumber(wait_s)),
+    'wait', wait,
     'ldone', now_s,
     'completed', tostring(num(f[4]) + 1),
     'failed', tostring(failed),
@@ -113,13 +115,15 @@ local function prog_finish(pkey, call, now_s, exec_s, wait_s, ok, ptok, ctok, ot
     'ctok', tostring(num(f[7]) + tonumber(ctok)),
     'otok', tostring(num(f[8]) + tonumber(otok)))
   redis.call('HDEL', pkey, cfield)
-  local flat = redis.call('HGETALL', pkey)
   if end_after == '1' then
+    local flat = redis.call('HGETALL', pkey)
     redis.call('DEL', pkey)
-    return {rec[3], rec[9], flat, 1, calls_in(flat)}
+    return {rec[3], rec[9], flat, 1, calls_in(flat), plas, wait}
   end
+  local flat = {}
+  if brief ~= '1' then flat = redis.call('HGETALL', pkey) end
   redis.call('PEXPIRE', pkey, key_ttl_ms)
-  return {rec[3], rec[9], flat, 0, {}}
+  return {rec[3], rec[9], flat, 0, {}, plas, wait}
 end
 
 -- Rule 6 for calls that leave the in-flight set. A replica's own count is decremented first; the

@@ -31,10 +31,13 @@ shared contract suite); what Redis adds is sharing between proxy replicas and su
    disappears entirely is removed by Redis itself.
 5. Encoding. Numbers are written with ``%.17g`` (exact for doubles); measurements are sanitised here
    before they are sent (rule 5), so NaN or infinity never reach Lua.
-6. Batching. Starts and finishes issued by concurrent handlers in one event-loop turn leave in one
-   write, as a pipeline of independent EVALSHAs (standalone Redis only; each script stays atomic and
-   each call still costs one script execution). Under load this divides the proxy's socket writes and
-   Redis's reads by the batch size; a lone call is sent at once, so it still costs one round trip.
+6. The hot path. On a standalone Redis, starts and finishes travel on one ordered, pipelined link
+   (:mod:`.redis_link`): each is written before its caller first suspends, commands written in one
+   loop turn leave in one write, and Redis executes them in the order this replica wrote them
+   (``ordered`` is then True; the store and the forwarder rely on it). :meth:`send_finish` writes a
+   finish without waiting and its reply is brief (whether the program ended, and then its service and
+   wait), so the common finish parses no program hash. Everything else (gc, leases, reads) goes
+   through redis-py, as does everything in cluster mode.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from .model import CallFinish, CallStart, CallStartResult, InFlightCall, ProgramExpiry, ProgramState
+from .redis_link import RedisLink
 from .rules import measured_seconds
 
 _FUNCTIONS = (Path(__file__).with_name("redis_table.lua")).read_text(encoding="utf-8")
@@ -74,13 +78,15 @@ _START = (
     "ARGV[7], ARGV[8])",
 )
 _FINISH = (
+    # a[13] == '1' (brief): reply {ended, plas, wait} and read the hash only when the program ends
     "local a = cjson.decode(ARGV[1])\n"
-    "local r = prog_finish(KEYS[1], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10])\n"
+    "local r = prog_finish(KEYS[1], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[13])\n"
     "if not r then return nil end\n"
     "local releases = r[5]\n"
     "table.insert(releases, {r[1], r[2], a[1]})\n"
     "fleet_release({a[11] .. ':loads', a[11] .. ':activity'}, a[11], a[12], releases, r[4], a[2], a[10])\n"
-    "return r",
+    "if a[13] ~= '1' then return r end\n"
+    "return {r[4], r[6], r[7]}",
     "return prog_finish(KEYS[1], unpack(ARGV, 1, 10))",
     None,
 )
@@ -196,6 +202,14 @@ def state_from_hash(program_id: str, fields: dict[str, bytes]) -> ProgramState:
     )
 
 
+def finish_summary(reply: Any) -> tuple[float, float] | None:
+    """A brief finish reply: the ended program's (service, wait), None when it goes on (or the call
+    was not in flight)."""
+    if reply is None or int(reply[0]) != 1:
+        return None
+    return float(reply[1]), float(reply[2])
+
+
 def _releases(fields: dict[str, bytes]) -> list[list[str]]:
     """(engine, replica, call id) of every in-flight call of a program hash."""
     out = []
@@ -204,63 +218,6 @@ def _releases(fields: dict[str, bytes]) -> list[list[str]]:
             rec = json.loads(raw)
             out.append([rec[2], rec[8], name[2:]])
     return out
-
-
-class _AutoPipeline:
-    """Rule 6: scripts queued in one loop turn are sent together (see the module doc)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._queue: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._queue:
-            loop.call_soon(self._flush)
-        self._queue.append((script, [script.sha, len(keys), *keys, *args], future))
-        return await future
-
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]) -> None:
-        try:
-            if len(batch) == 1:
-                results: list[Any] = [await self._one(batch[0][0], batch[0][1])]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for _script, command, _future in batch:
-                    pipe.execute_command("EVALSHA", *command)
-                results = await pipe.execute(raise_on_error=False)
-                for index, (script, command, _future) in enumerate(batch):
-                    if isinstance(results[index], NoScriptError):
-                        results[index] = await self._one(script, command)
-        except BaseException as exc:  # a connection failure fails every call of the batch
-            for _script, _command, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_script, _command, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def _one(self, script: AsyncScript, command: list[Any]) -> Any:
-        try:
-            return await self.client.execute_command("EVALSHA", *command)
-        except NoScriptError:
-            script.sha = await self.client.script_load(script.script)
-            return await self.client.execute_command("EVALSHA", script.sha, *command[1:])
 
 
 class RedisProgramTable:
@@ -289,6 +246,7 @@ class RedisProgramTable:
         ttl = key_ttl if key_ttl is not None else 2 * self.expiry.stuck_ttl
         self.key_ttl_ms = str(max(1000, int(ttl * 1000)))
         self._owns_client = isinstance(client, str)
+        url = client if isinstance(client, str) else None
         if isinstance(client, str):
             if cluster:
                 client = RedisCluster.from_url(client, socket_timeout=socket_timeout)
@@ -323,11 +281,35 @@ class RedisProgramTable:
         self._gc = self._script(_GC)
         self._drop = self._script(_DROP)
         self._lease = self._script(_LEASE)
-        self._batch = None if cluster else _AutoPipeline(self.client)
+        self._link: RedisLink | None = None
+        if not cluster:
+            self._link = (
+                RedisLink.from_url(url, socket_timeout) if url is not None else RedisLink.like(self.client)
+            )
 
     def _script(self, body: str | None) -> AsyncScript:
         script: AsyncScript = self.client.register_script(_FUNCTIONS + "\n" + (body or "return nil"))
         return script
+
+    @property
+    def ordered(self) -> bool:
+        """Rule 6: starts and finishes are executed in the order this replica sends them."""
+        return self._link is not None
+
+    def _send(self, script: AsyncScript, key: str, packed: str, flush: bool = False) -> asyncio.Future[Any]:
+        assert self._link is not None
+        return self._link.send("EVALSHA", script.sha, 1, key, packed, flush=flush)
+
+    async def _eval(self, script: AsyncScript, key: str, packed: str) -> Any:
+        """One script on the link (opened if need be; reloaded once if Redis lost it)."""
+        assert self._link is not None
+        if not self._link.connected:
+            await self._link.open()
+        try:
+            return await self._send(script, key, packed)
+        except NoScriptError:
+            script.sha = await self._link.call("SCRIPT", "LOAD", script.script)
+            return await self._send(script, key, packed)
 
     def program_key(self, program_id: str) -> str:
         return f"{self.prefix}:prog:{{{program_id}}}"
@@ -338,9 +320,13 @@ class RedisProgramTable:
         scripts = (self._start, self._start_fleet, self._finish, self._release, self._end, self._expire)
         for script in (*scripts, self._create, self._create_fleet, self._gc, self._drop, self._lease):
             script.sha = await self.client.script_load(script.script)
+        if self._link is not None:
+            await self._link.open()
         await self.renew_lease()
 
     async def aclose(self) -> None:
+        if self._link is not None:
+            self._link.close()
         if self._owns_client:
             await self.client.aclose()
 
@@ -371,9 +357,8 @@ class RedisProgramTable:
             fleet_args = [r[0], r[1], start.program_id, start.call_id, args[0], self.replica_id]
             loads = await self._start_fleet(keys=list(self._own), args=[*fleet_args, self.lease_ms, args[8]])
         else:
-            assert self._batch is not None
             packed = _pack([*args, start.program_id, self.lease_ms, self._fleet])
-            r, loads = await self._batch.call(self._start, [key], [packed])
+            r, loads = await self._eval(self._start, key, packed)
         pinned = _text(r[3])
         return CallStartResult(
             program_id=start.program_id,
@@ -390,11 +375,8 @@ class RedisProgramTable:
             engine_loads=_loads(loads),
         )
 
-    async def finish_call(
-        self, finish: CallFinish, now: float, *, end_program: bool = False
-    ) -> ProgramState | None:
-        """Rules 4-5; ``end_program`` also ends the program in the same script (a one-call program)."""
-        args = [
+    def _finish_args(self, finish: CallFinish, now: float, end_program: bool) -> list[str]:
+        return [
             finish.call_id,
             _num(now),
             _num(measured_seconds(finish.exec_time)),
@@ -406,6 +388,12 @@ class RedisProgramTable:
             "1" if end_program else "0",
             self.key_ttl_ms,
         ]
+
+    async def finish_call(
+        self, finish: CallFinish, now: float, *, end_program: bool = False
+    ) -> ProgramState | None:
+        """Rules 4-5; ``end_program`` also ends the program in the same script (a one-call program)."""
+        args = self._finish_args(finish, now, end_program)
         key = self.program_key(finish.program_id)
         if self.cluster:
             r = await self._finish(keys=[key], args=args)
@@ -415,11 +403,19 @@ class RedisProgramTable:
             releases.append([_text(r[0]), _text(r[1]), finish.call_id])
             await self._release_calls(finish.program_id, releases, ended=int(r[3]) == 1, now=now)
         else:
-            assert self._batch is not None
-            r = await self._batch.call(self._finish, [key], [_pack([*args, self._fleet, finish.program_id])])
+            r = await self._eval(self._finish, key, _pack([*args, self._fleet, finish.program_id]))
             if r is None:
                 return None
         return state_from_hash(finish.program_id, _hash(r[2]))
+
+    def send_finish(
+        self, finish: CallFinish, now: float, *, end_program: bool = False
+    ) -> asyncio.Future[Any]:
+        """Rule 6: the finish written on the link now (standalone only); :func:`finish_summary` reads
+        its reply. Raises :class:`redis.exceptions.ConnectionError` at once when the link is down."""
+        args = self._finish_args(finish, now, end_program)
+        packed = _pack([*args, self._fleet, finish.program_id, "1"])
+        return self._send(self._finish, self.program_key(finish.program_id), packed, flush=True)
 
     async def _release_calls(
         self, program_id: str, releases: list[list[str]], ended: bool, now: float
