@@ -252,3 +252,23 @@ def read_key_file(path: str) -> tuple[str, ...]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ValueError(f"cannot read API key file {path!r}: {reason}") from None
     return parse_key_file(text, f"API key file {path!r}")
+
+
+# --- validators of the settings models (proxy/config.py, engine_adapters/config.py share them) ------
+
+
+def optional_key(value: Any) -> Any:
+    """An outbound key setting (``--backend-api-key``, ``--engine-api-key``): blank is none."""
+    if isinstance(value, str):
+        value = value.strip()
+        return check_key(value) if value else None
+    return value
+
+
+def key_file_setting(value: Any) -> Any:
+    """``--api-key-file``: blank is none; a missing, unreadable or empty file stops the start-up."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        read_key_file(value)
+    return value

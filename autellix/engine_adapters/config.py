@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from autellix.auth import check_key, parse_key_list, read_key_file
+from autellix.auth import key_file_setting, optional_key, parse_key_list, read_key_file
 
 if TYPE_CHECKING:
     from autellix.engine_adapters.admission import WindowParams
@@ -103,27 +103,9 @@ class SidecarSettings(BaseSettings):
         "probes, server info) in place of the caller's (vLLM/SGLang started with --api-key)",
     )
 
-    @field_validator("api_key", mode="before")
-    @classmethod
-    def _api_keys(cls, value: Any) -> list[str]:
-        return parse_key_list(value)
-
-    @field_validator("api_key_file", mode="before")
-    @classmethod
-    def _api_key_file(cls, value: Any) -> Any:
-        if value in (None, ""):
-            return None
-        if isinstance(value, str):
-            read_key_file(value)  # a missing, unreadable or empty key file stops the start-up
-        return value
-
-    @field_validator("engine_api_key", mode="before")
-    @classmethod
-    def _engine_api_key(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.strip()
-            return check_key(value) if value else None
-        return value
+    _api_keys = field_validator("api_key", mode="before")(staticmethod(parse_key_list))
+    _api_key_file = field_validator("api_key_file", mode="before")(staticmethod(key_file_setting))
+    _engine_api_key = field_validator("engine_api_key", mode="before")(staticmethod(optional_key))
 
     @field_validator("engine_url")
     @classmethod

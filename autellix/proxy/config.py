@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from autellix.auth import check_key, parse_key_list, read_key_file
+from autellix.auth import key_file_setting, optional_key, parse_key_list, read_key_file
 
 
 def parse_backend(spec: str) -> tuple[str, str]:
@@ -120,27 +120,9 @@ class ProxySettings(BaseSettings):
         "(for sidecars or engines started with an API key)",
     )
 
-    @field_validator("api_key", mode="before")
-    @classmethod
-    def _api_keys(cls, value: Any) -> list[str]:
-        return parse_key_list(value)
-
-    @field_validator("api_key_file", mode="before")
-    @classmethod
-    def _api_key_file(cls, value: Any) -> Any:
-        if value in (None, ""):
-            return None
-        if isinstance(value, str):
-            read_key_file(value)  # a missing, unreadable or empty key file stops the start-up
-        return value
-
-    @field_validator("backend_api_key", mode="before")
-    @classmethod
-    def _backend_api_key(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.strip()
-            return check_key(value) if value else None
-        return value
+    _api_keys = field_validator("api_key", mode="before")(staticmethod(parse_key_list))
+    _api_key_file = field_validator("api_key_file", mode="before")(staticmethod(key_file_setting))
+    _backend_api_key = field_validator("backend_api_key", mode="before")(staticmethod(optional_key))
 
     @field_validator("backend")
     @classmethod
