@@ -288,11 +288,14 @@ def build_store(settings: ProxySettings, replica_id: str, metrics: ProxyMetrics)
 
 def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> web.Application:
     metrics = metrics or ProxyMetrics()
-    app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[errors_middleware, auth_middleware]
-    )
+    guard = make_guard(settings)
+    # An open proxy that forwards the client's Authorization (no keys, no key file, no backend key) has
+    # nothing for the auth layer to do on any request: leave it out of every call's path.
+    guarded = guard.ring.keys.enabled or settings.api_key_file is not None or not guard.forward_authorization
+    middlewares = [errors_middleware, auth_middleware] if guarded else [errors_middleware]
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[METRICS] = metrics
-    guard = app[GUARD] = make_guard(settings)
+    app[GUARD] = guard
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         replica_id = settings.replica_id or secrets.token_hex(4)

@@ -78,7 +78,7 @@ from .body import CallBody, Kind, parse_call_body
 from .errors import ApiError, bad_request
 from .headers import client_headers, upstream_headers
 from .identity import IdentityError, extract_identity
-from .metrics import ProxyMetrics, reason_label
+from .metrics import ProxyMetrics
 from .programs import CallFinish, CallStart, CallStartResult
 from .routing import EngineView, NoEngineAvailable, RouteRequest, RoutingPolicy
 from .sse import ReportLine, ReportStripper
@@ -266,7 +266,7 @@ class Forwarder:
             self._remember_pin(program_id, result.pinned_engine)
             engine = result.engine_id
             redirected = engine != decision.engine_id
-            reason = "pin_redirect" if redirected else reason_label(decision.reason)
+            reason = "pin_redirect" if redirected else self.metrics.reason(decision.reason)
             self.metrics.child(self.metrics.routing, engine, reason).inc()
             backend = self.pool.by_id.get(engine)
             if backend is None or engine in excluded or not backend.healthy or backend not in serving:

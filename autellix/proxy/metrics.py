@@ -15,12 +15,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _REASON_END = re.compile(r"[(:,]")
+_DIGITS = re.compile(r"\d+")
+MAX_CACHED_REASONS = 1024
 
 
 def reason_label(reason: str) -> str:
     """A router's reason cut to its leading words: "short call (12 <= 2048 tokens): ..." → "short call"."""
     head = _REASON_END.split(reason, maxsplit=1)[0].strip()
-    return re.sub(r"\d+", "N", head)[:48] or "unspecified"
+    return _DIGITS.sub("N", head)[:48] or "unspecified"
 
 
 class ProxyMetrics:
@@ -29,6 +31,7 @@ class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._reasons: dict[str, str] = {}
         r = self.registry
         self.requests = Counter(
             "autellix_proxy_requests",
@@ -144,6 +147,16 @@ class ProxyMetrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def reason(self, reason: str) -> str:
+        """:func:`reason_label`, cached: a router repeats a few reasons (the cache is bounded all the same,
+        since a reason may carry token counts)."""
+        label = self._reasons.get(reason)
+        if label is None:
+            if len(self._reasons) >= MAX_CACHED_REASONS:
+                self._reasons.clear()
+            label = self._reasons[reason] = reason_label(reason)
+        return label
 
     def observe_table(self, op: str, seconds: float, ok: bool) -> None:
         self.child(self.table_latency, op).observe(seconds)

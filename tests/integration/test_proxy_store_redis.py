@@ -30,10 +30,14 @@ async def store_on(url: str, seen: list[tuple[str, bool]] | None = None) -> Prog
 async def test_a_chain_sees_its_previous_finish_without_waiting_for_it(redis_url: str) -> None:
     store = await store_on(redis_url)
     assert store.ordered
+    finished = None
     for n in range(20):  # each start is sent right behind the previous finish, never awaited
         result = await store.start_call(CallStart("p", f"c{n}", "e1"), now=float(n))
         assert (result.service_plas, result.prior_calls) == (float(n), n)
-        store.finish_soon(CallFinish("p", f"c{n}", exec_time=1.0), now=n + 0.5)
+        finished = store.finish_soon(CallFinish("p", f"c{n}", exec_time=1.0), now=n + 0.5)
+    # reads go through another connection, which the ordered link does not order: wait for the last finish
+    assert finished is not None
+    await finished
     state = await store.get("p")
     assert state is not None
     assert (state.service_plas, state.calls_completed, state.in_flight) == (20.0, 20, ())
