@@ -308,6 +308,8 @@ def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> 
         session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
+            # one session serves every client: a backend's Set-Cookie must not ride on other clients' calls
+            cookie_jar=aiohttp.DummyCookieJar(),
             headers={"Authorization": bearer(backend_key)} if backend_key is not None else None,
         )
 

@@ -42,6 +42,7 @@ class FakeBackend:
     seen: list[dict[str, str]] = field(default_factory=list)
     server: TestServer | None = None
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    set_cookie: bool = False  # answer with a Set-Cookie, as a backend behind a session-affine LB may
 
     def app(self) -> web.Application:
         async def chat(request: web.Request) -> web.StreamResponse:
@@ -77,6 +78,8 @@ class FakeBackend:
             headers = (
                 {REPORT_HEADER: report.to_json(), "X-Autellix-Other": "x"} if self.mode == "sidecar" else {}
             )
+            if self.set_cookie:
+                headers["Set-Cookie"] = "backend-session=secret-of-the-first-client; Path=/"
             return web.json_response({"choices": [{"message": {"content": "hey"}}]}, headers=headers)
 
         async def models(_request: web.Request) -> web.Response:
@@ -394,3 +397,19 @@ async def test_a_client_that_closes_right_after_done_completes_its_call(start_ba
         assert reply.status == 200  # the proxy keeps serving
     metrics = await (await proxy.get("/metrics")).text()
     assert 'route="/v1/chat/completions",status="200"} 2.0' in metrics
+
+
+async def test_a_backends_cookie_never_rides_on_another_clients_call(start_backend, start_proxy) -> None:
+    backend = await start_backend(set_cookie=True)
+    # by a host name: aiohttp's default jar ignores cookies of bare IP addresses, a cluster's DNS names not
+    proxy = await start_proxy({"e1": url_of(backend).replace("127.0.0.1", "localhost")})
+    url = str(proxy.make_url("/v1/chat/completions"))
+    for _client in range(2):  # two clients, each with its own (empty) cookie jar
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+            http.post(url, json=chat_body()) as reply,
+        ):
+            assert reply.status == 200
+            assert "secret-of-the-first-client" in reply.headers.get("Set-Cookie", "")  # passed through
+    assert len(backend.seen) == 2
+    assert "Cookie" not in backend.seen[1] and "cookie" not in {k.lower() for k in backend.seen[1]}
