@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from autellix.auth import KeyRing, read_key_file
+
 LOOP_ENV = "AUTELLIX_EVENT_LOOP"
 log = logging.getLogger("autellix.serving")
 
@@ -98,3 +100,17 @@ def run_service(
         )
         return 1
     return 0
+
+
+async def reload_keys(ring: KeyRing, path: str, logger: logging.Logger) -> None:
+    """Re-read an ``--api-key-file`` into ``ring`` (proxy and sidecar alike); a file that cannot be used
+    keeps the keys in force (auth.py rule 7), and says so once."""
+    try:
+        from_file: tuple[str, ...] | ValueError = await asyncio.to_thread(read_key_file, path)
+    except ValueError as exc:
+        from_file = exc
+    outcome = ring.reload(from_file)
+    if outcome.warning is not None:
+        logger.warning("%s; the API keys in force stay", outcome.warning)
+    if outcome.changed:
+        logger.info("API keys reloaded from %s: %d accepted", path, len(ring.keys))

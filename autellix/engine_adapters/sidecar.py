@@ -58,7 +58,7 @@ from autellix.engine_adapters.relay import SidecarError, error_response, forward
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
 from autellix.proxy.errors import unauthorized
-from autellix.serving import run_service, serve_app
+from autellix.serving import reload_keys, run_service, serve_app
 
 log = logging.getLogger("autellix.sidecar")
 
@@ -163,17 +163,8 @@ class Sidecar:
 
     async def reload_key_file(self) -> None:
         """Re-read ``--api-key-file``; a file that cannot be used keeps the keys in force."""
-        path = self.settings.api_key_file
-        assert path is not None
-        try:
-            from_file: tuple[str, ...] | ValueError = await asyncio.to_thread(read_key_file, path)
-        except ValueError as exc:
-            from_file = exc
-        outcome = self.key_ring.reload(from_file)
-        if outcome.warning is not None:
-            log.warning("%s; the API keys in force stay", outcome.warning)
-        if outcome.changed:
-            log.info("API keys reloaded from %s: %d accepted", path, len(self.key_ring.keys))
+        assert self.settings.api_key_file is not None
+        await reload_keys(self.key_ring, self.settings.api_key_file, log)
 
     def _probe_failed(self, message: str) -> None:
         self.metrics.probe_failures.inc()

@@ -39,7 +39,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.auth import KeyRing, bearer, forwards_client_authorization, read_key_file, requires_key
-from autellix.serving import run_service, serve_app
+from autellix.serving import reload_keys, run_service, serve_app
 
 from .backends import BackendPool
 from .config import ProxySettings
@@ -145,17 +145,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 async def reload_key_file(guard: Guard, settings: ProxySettings) -> None:
     """Re-read ``--api-key-file``; a file that cannot be used keeps the keys in force (auth.py rule 7)."""
-    path = settings.api_key_file
-    assert path is not None
-    try:
-        from_file: tuple[str, ...] | ValueError = await asyncio.to_thread(read_key_file, path)
-    except ValueError as exc:
-        from_file = exc
-    outcome = guard.ring.reload(from_file)
-    if outcome.warning is not None:
-        log.warning("%s; the API keys in force stay", outcome.warning)
-    if outcome.changed:
-        log.info("API keys reloaded from %s: %d accepted", path, len(guard.ring.keys))
+    assert settings.api_key_file is not None
+    await reload_keys(guard.ring, settings.api_key_file, log)
 
 
 def make_guard(settings: ProxySettings) -> Guard:
