@@ -335,7 +335,11 @@ def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> 
             router,
             metrics,
             ForwardSettings(
-                settings.retries, settings.retry_backoff, settings.connect_timeout, settings.read_timeout
+                settings.retries,
+                settings.retry_backoff,
+                settings.connect_timeout,
+                settings.read_timeout,
+                owns_upstream_credential=not guard.forward_authorization,
             ),
             replica_id,
             random.Random(),

@@ -103,6 +103,9 @@ class ForwardSettings:
     backoff: float = 0.05
     connect_timeout: float = 2.0
     read_timeout: float = 600.0
+    # the proxy, not the client, authenticates upstream (it checks keys or sends --backend-api-key): a
+    # backend's 401/403 then rejects the proxy's credential, and the client gets a 502 saying so
+    owns_upstream_credential: bool = False
 
 
 @dataclass(slots=True)
@@ -347,6 +350,18 @@ class Forwarder:
                 data = await reply.read()
                 await self._finish(call, None, 0.0, 0.0, ok=False, end=False)
                 raise _Retry(f"status_{reply.status}", _passthrough_error(reply.status, data))
+            if reply.status in (401, 403) and self.settings.owns_upstream_credential:
+                await reply.read()
+                await self._finish(call, None, 0.0, 0.0, ok=False, end=call.one_shot)
+                self.metrics.upstream_errors.labels(engine, "auth").inc()
+                log.warning("backend %s answered %d to the proxy's credential (--backend-api-key)", engine,
+                            reply.status)  # fmt: skip
+                raise ApiError(
+                    502,
+                    f"Upstream {engine} rejected the proxy's credential; the operator must check "
+                    "--backend-api-key",
+                    code="upstream_auth",
+                )
             if reply.content_type == "text/event-stream":
                 response = await self._stream(request, reply, engine, call)
             else:

@@ -54,6 +54,8 @@ class FakeBackend:
             )
             if self.mode == "503":
                 return web.json_response({"error": {"message": "overloaded"}}, status=503)
+            if self.mode == "401":  # an engine started with --api-key that does not like the key it got
+                return web.json_response({"error": {"message": "Unauthorized"}}, status=401)
             if self.mode == "400":
                 return web.json_response({"error": {"message": "bad max_tokens"}}, status=400)
             if body.get("stream"):
@@ -413,3 +415,22 @@ async def test_a_backends_cookie_never_rides_on_another_clients_call(start_backe
             assert "secret-of-the-first-client" in reply.headers.get("Set-Cookie", "")  # passed through
     assert len(backend.seen) == 2
     assert "Cookie" not in backend.seen[1] and "cookie" not in {k.lower() for k in backend.seen[1]}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "code"),
+    [
+        ({}, 401, None),  # an open proxy: the client's key went upstream, the engine's 401 is theirs
+        ({"backend_api_key": "proxy-key"}, 502, "upstream_auth"),  # the proxy's credential was rejected
+    ],
+)
+async def test_a_backends_401_is_the_clients_only_when_the_clients_key_went_upstream(
+    start_backend, start_proxy, overrides: dict[str, Any], status: int, code: str | None
+) -> None:
+    backend = await start_backend(mode="401")
+    proxy = await start_proxy({"e1": url_of(backend)}, **overrides)
+    reply = await proxy.post("/v1/chat/completions", json=chat_body(), headers={"Authorization": "Bearer c"})
+    assert reply.status == status
+    if code is not None:
+        body = await reply.json()
+        assert body["error"]["code"] == code and "backend-api-key" in body["error"]["message"]
