@@ -25,7 +25,9 @@ from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value, w
 
 pytestmark = pytest.mark.real_vllm
 
-ENDLESS = 4000  # a call that runs until its client hangs up (tens of seconds at any pace seen here)
+# A call that runs until its client hangs up: minutes at the pace seen here (~130 tokens/s). At 4,000
+# tokens a CI machine that decoded faster ended calls before the test's turn.
+ENDLESS = 16000
 ATTEMPTS = 6  # a scenario spoiled by the shared machine (a call ended before its turn) is run again
 
 
@@ -96,6 +98,7 @@ class Scenario:
             "ignore_eos": True,
             "stream": True,
         }
+        print(f"{time.monotonic():.1f} start {name}", flush=True)
         call = StreamedCall(self.sidecar_url + "/v1/completions", body, headers)
         self.calls[name] = call
         call.start()
@@ -106,6 +109,7 @@ class Scenario:
         seen = wait_until(lambda: self.spoiled() or in_sidecar(self.sidecar_url) == held, 60, 0.1)
         self.check()
         assert seen, f"{name} unseen: {self.state()}"
+        print(f"{time.monotonic():.1f} seen {name}", flush=True)
         return call
 
     def spoiled(self) -> bool:
@@ -126,6 +130,7 @@ class Scenario:
         assert wait_until(lambda: len(self.started()) > before, 30), f"nothing started: {self.state()}"
         self.check()
         new = [name for name in self.started() if name not in self.order]
+        print(f"{time.monotonic():.1f} advanced {new}", flush=True)
         assert len(new) == 1, f"more than one call started at once: {new}"
         self.order.extend(new)
         return new[0]
@@ -142,9 +147,12 @@ class Scenario:
         """Hang up every call and wait until the sidecar holds none."""
         for call in self.calls.values():
             call.hang_up.set()
+        print(f"{time.monotonic():.1f} closing", flush=True)
         for call in self.calls.values():
             call.join(timeout=60)
+        print(f"{time.monotonic():.1f} joined", flush=True)
         assert wait_until(lambda: in_sidecar(self.sidecar_url) == 0, 30), self.state()
+        print(f"{time.monotonic():.1f} closed", flush=True)
 
     def state(self) -> str:
         """What the sidecar and vLLM hold, and which calls have started or ended (for failure messages)."""
@@ -228,7 +236,11 @@ def test_the_priority_field_reorders_calls_waiting_inside_vllm(
             scenario.start(name, LONG)  # long-1 and long-2 are admitted and wait inside vLLM
         assert scenario.advance() == "long-1"
         scenario.start("short", SHORT)  # admitted at once: it waits inside vLLM, behind long-2
-        both_wait = wait_until(lambda: vllm_gauge(small_priority_vllm, "waiting") == 2, 30)
+        both_wait = wait_until(
+            lambda: scenario.spoiled() or vllm_gauge(small_priority_vllm, "waiting") == 2, 60
+        )
+        print(f"{time.monotonic():.1f} both wait {both_wait}", flush=True)
+        scenario.check()
         assert both_wait, scenario.state()
         return scenario.run_out()  # vLLM picks what waits: by priority, or by arrival
 

@@ -83,6 +83,9 @@ SMALL = TinyModelSpec(
     num_hidden_layers=6,
     num_attention_heads=8,
     num_key_value_heads=8,
+    # Room for calls that run until the test hangs them up: 16k tokens are minutes at the ~130 tokens/s
+    # seen here and still ~1 min on a machine several times faster (KV: ~24 KiB a token, 0.4 GiB).
+    max_position_embeddings=16384,
 )
 
 
