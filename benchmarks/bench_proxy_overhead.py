@@ -51,11 +51,12 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,8 @@ CHUNKS = [
     b"data: [DONE]\n\n",
 ]
 GAP = "first chunk"  # the load label of the first-chunk configuration
+FLOOR = "aiohttp-floor"  # the bare aiohttp pass-through: a reference, not a proxy of ours
+SESSION = web.AppKey("session", aiohttp.ClientSession)
 Row = dict[str, Any]
 
 
@@ -123,6 +126,51 @@ def serve_backend(port: int, gap: float) -> None:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# --- the aiohttp floor (run in its own process with --serve-floor PORT --floor-backend URL) -----------
+
+
+def serve_floor(port: int, backend: str) -> None:
+    """The least an aiohttp proxy can do: pass the body to the backend on a pooled client session and
+    its reply back, streams chunk by chunk, on uvloop like our services. No parsing, routing or table:
+    what the proxy's own work adds is its figure minus this one, and a Python proxy cannot go below it.
+    """
+    upstream = backend + "/v1/chat/completions"
+    hop_by_hop = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+        yield
+        await app[SESSION].close()
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        async with request.app[SESSION].post(upstream, data=raw, headers=headers) as reply:
+            kept = {k: v for k, v in reply.headers.items() if k.lower() not in hop_by_hop}
+            if reply.content_type != "text/event-stream":
+                return web.Response(status=reply.status, body=await reply.read(), headers=kept)
+            response = web.StreamResponse(status=reply.status, headers=kept)
+            await response.prepare(request)
+            async for chunk in reply.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+    async def models(request: web.Request) -> web.Response:
+        async with request.app[SESSION].get(backend + "/v1/models") as reply:
+            return web.Response(status=reply.status, body=await reply.read(), content_type="application/json")
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
 
 
 # --- the load generator ---------------------------------------------------------------------------
@@ -256,6 +304,17 @@ def start_proxy(name: str, log_dir: Path, backend: str, extra: list[str]) -> Ser
     service.start()
     wait_answering(service, (BODY, GAP_BODY))  # the proxy has read the backend's /v1/models
     return service
+
+
+def start_floor(log_dir: Path, backend: str) -> ServiceProcess:
+    port = free_port()
+    args = [sys.executable, __file__, "--serve-floor", str(port), "--floor-backend", backend]
+    floor = ServiceProcess(
+        FLOOR, args, f"http://127.0.0.1:{port}", log_dir / f"{FLOOR}.log", die_with_parent=True
+    )
+    floor.start()
+    wait_answering(floor, (BODY, GAP_BODY))
+    return floor
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -421,10 +480,16 @@ def main() -> int:
     )
     parser.add_argument("--no-rust-routers", action="store_true", help="leave vllm-router and smg out")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_proxy_overhead.json"))
+    parser.add_argument("--no-floor", action="store_true", help="leave the bare aiohttp pass-through out")
     parser.add_argument("--serve-backend", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-backend", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_backend is not None:
         serve_backend(args.serve_backend, args.gap_ms / 1000)
+        return 0
+    if args.serve_floor is not None:
+        serve_floor(args.serve_floor, args.floor_backend)
         return 0
     began = time.monotonic()
     log_dir = ROOT / "results" / "bench_proxy_logs"
@@ -453,6 +518,9 @@ def main() -> int:
         for name, extra in (("proxy-memory", []), ("proxy-redis", ["--redis-url", redis_url])):
             services.append(start_proxy(name, log_dir, backend.url, extra))
             targets.append((name, services[-1].url, services[-1]))
+        if not args.no_floor:
+            services.append(start_floor(log_dir, backend.url))
+            targets.append((FLOOR, services[-1].url, services[-1]))
         if env is not None:
             for name, router in start_routers(env, backend.url, log_dir, (BODY, GAP_BODY)):
                 services.append(router)
