@@ -223,6 +223,8 @@ async def create_program(request: web.Request) -> web.Response:
     else:
         program_id = f"prog-{secrets.token_hex(12)}"
     created = await proxy.store.create(program_id, time.time())
+    if created and proxy.store.mode != "degraded":
+        proxy.forwarder.mirror.created(program_id)  # its first call can go ahead (mirror.py rule 1)
     return web.json_response({"id": program_id, "object": "program", "created": created}, status=201)
 
 
@@ -237,6 +239,7 @@ async def get_program(request: web.Request) -> web.Response:
 async def delete_program(request: web.Request) -> web.Response:
     proxy = request.app[PROXY]
     program_id = _program_id(request)
+    proxy.forwarder.mirror.forget(program_id)
     state = await proxy.store.end(program_id, time.time())
     if state is None:
         raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
@@ -340,6 +343,7 @@ def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> 
                 settings.connect_timeout,
                 settings.read_timeout,
                 owns_upstream_credential=not guard.forward_authorization,
+                starts_ahead=settings.starts_ahead,
             ),
             replica_id,
             random.Random(),

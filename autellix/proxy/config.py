@@ -58,6 +58,12 @@ class ProxySettings(BaseSettings):
     replica_id: str | None = Field(
         None, description="this replica's id for leases in Redis (default: random per process)"
     )
+    starts_ahead: bool = Field(
+        True,
+        description="with Redis, forward a call before Redis answers its start when this replica wrote "
+        "every change of the program it knows of (one Redis round trip off each call; a context that "
+        "another replica made stale is caught on the reply, and that program then waits for Redis)",
+    )
     lease_ttl: float = Field(
         15.0,
         gt=0,

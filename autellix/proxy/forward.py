@@ -7,7 +7,12 @@ this module moves bytes and time between them. Per call:
 1. Read and check the body (413, 400), the identity (400) and the model (404 if no backend lists it).
 2. Route over the backends that serve the model, with this replica's view of the fleet's loads (the
    ``engine_loads`` of the latest ``start_call``) and of the program's pin; then ``start_call`` in the
-   table, which may redirect the call to the program's existing pin.
+   table, which may redirect the call to the program's existing pin. On a standalone Redis, when this
+   replica's mirror of the program is exact and the start decides no pin (programs/mirror.py rule 3),
+   the start is written on the ordered link and the call goes on at once with the mirrored context
+   and pin ("ahead"); Redis's reply is checked when it comes (mirror rule 4, counted in
+   ``starts_ahead_total``). Otherwise (``--no-starts-ahead``, memory, cluster, an outage, a program
+   another replica also serves) the call waits for the table's answer.
 3. Forward the body unchanged with the call's priority context (``X-Autellix-*``); the client's own
    ``X-Autellix-*`` headers are dropped, so a client cannot forge a priority.
 4. Before the first byte, a connection failure or a 502/503 answer ends the attempt as failed (no
@@ -57,7 +62,6 @@ import logging
 import random
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +84,7 @@ from .headers import client_headers, upstream_headers
 from .identity import IdentityError, extract_identity
 from .metrics import ProxyMetrics
 from .programs import CallFinish, CallStart, CallStartResult
+from .programs.mirror import ProgramMirror, StartTicket
 from .routing import EngineView, NoEngineAvailable, RouteRequest, RoutingPolicy
 from .sse import ReportLine, ReportStripper
 from .store import Ended, ProgramStore
@@ -94,7 +99,6 @@ _LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.EADDRNOTAVAIL, errn
 _DONE_LINE = re.compile(rb"\ndata: ?\[DONE\]")
 _DONE_EVENT = re.compile(rb"\ndata: ?\[DONE\]\r?\n\r?\n")
 DRAIN_SECONDS = 2.0  # an upstream that keeps a stream open after [DONE] loses the connection, not the call
-MAX_PIN_CACHE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,7 @@ class ForwardSettings:
     # the proxy, not the client, authenticates upstream (it checks keys or sends --backend-api-key): a
     # backend's 401/403 then rejects the proxy's credential, and the client gets a 502 saying so
     owns_upstream_credential: bool = False
+    starts_ahead: bool = True  # rule 2: forward before Redis answers the start when the mirror is exact
 
 
 @dataclass(slots=True)
@@ -116,6 +121,7 @@ class _Call:
     call_id: str
     one_shot: bool
     started: float  # the request's arrival (perf_counter)
+    atlas_at_arrival: float = 0.0  # the ATLAS path the call inherited (the mirror's finish needs it)
     sent: float = 0.0
     upstream_end: float = 0.0
     finished: bool = False
@@ -179,7 +185,7 @@ class Forwarder:
         self.replica_id = replica_id
         self.rng = rng or random.Random(0)
         self.loads: dict[str, int] = {}
-        self.pins: OrderedDict[str, str] = OrderedDict()
+        self.mirror = ProgramMirror()
         self._seq = itertools.count()
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
@@ -192,14 +198,6 @@ class Forwarder:
         if export:
             for engine in self.pool.by_id:
                 self.metrics.child(self.metrics.engine_load, engine).set(self.loads.get(engine, 0))
-
-    def _remember_pin(self, program_id: str, engine: str | None) -> None:
-        if engine is None:
-            return
-        self.pins[program_id] = engine
-        self.pins.move_to_end(program_id)
-        if len(self.pins) > MAX_PIN_CACHE:
-            self.pins.popitem(last=False)
 
     async def handle(self, request: web.Request, kind: Kind, path: str) -> web.StreamResponse:
         started = time.perf_counter()
@@ -217,6 +215,8 @@ class Forwarder:
         call_id = f"{self.replica_id}-{next(self._seq)}"
         one_shot = identity.program_id is None
         program_id = identity.program_id or f"call-{call_id}"
+        if one_shot:
+            self.mirror.created(program_id, private=True)
         excluded: set[str] = set()
         last_error: ApiError | None = None
         retries = 0
@@ -234,13 +234,14 @@ class Forwarder:
                 thread_id=identity.thread_id,
                 input_tokens=body.input_tokens,
                 prefix=body.prefix,
-                pinned_engine=self.pins.get(program_id),
+                pinned_engine=self.mirror.pin(program_id),
                 now=time.time(),
             )
             try:
                 decision = self.router.route(route, views)
             except NoEngineAvailable as exc:
                 if one_shot:
+                    self.mirror.forget(program_id)
                     await self.store.end(program_id, time.time())
                 raise last_error or ApiError(503, f"No backend available: {exc}", code="no_backend") from None
             # count the call in this replica's view at once, so that calls arriving together spread out
@@ -250,23 +251,9 @@ class Forwarder:
             start = CallStart(
                 program_id, call, decision.engine_id, identity.thread_id, body.input_tokens, decision.pin
             )
-            if self.store.ordered:
-                try:
-                    result = await self.store.start_call(start, time.time())
-                except asyncio.CancelledError:  # the client left while the table recorded the start:
-                    # a failed finish, ordered behind the start, gives the call back (rule 6)
-                    given_back = _Call(program_id, call, one_shot, started)
-                    self._finish_now(given_back, None, 0.0, 0.0, ok=False, end=one_shot)
-                    raise
-            else:
-                starting = asyncio.ensure_future(self.store.start_call(start, time.time()))
-                try:
-                    result = await asyncio.shield(starting)
-                except asyncio.CancelledError:  # the client left while the table was recording the start
-                    self._in_background(self._give_back(starting, _Call(program_id, call, one_shot, started)))
-                    raise
-            self.refresh_loads(result.engine_loads)
-            self._remember_pin(program_id, result.pinned_engine)
+            result = self._start_ahead(start) if self.settings.starts_ahead else None
+            if result is None:
+                result = await self._start_and_wait(start, one_shot, started)
             engine = result.engine_id
             redirected = engine != decision.engine_id
             reason = "pin_redirect" if redirected else self.metrics.reason(decision.reason)
@@ -279,7 +266,7 @@ class Forwarder:
                 )
                 excluded.add(engine)
                 continue
-            attempt_call = _Call(program_id, call, one_shot, started)
+            attempt_call = _Call(program_id, call, one_shot, started, result.service_atlas)
             try:
                 return await self._exchange(
                     request, path, backend, body, raw, identity.thread_id, result, attempt_call
@@ -298,6 +285,82 @@ class Forwarder:
                 if delay > 0:
                     await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _start_ahead(self, start: CallStart) -> CallStartResult | None:
+        """Rule 2: the start written without waiting and the mirrored context, when the mirror is
+        exact for the program (programs/mirror.py rule 3); None: wait for the table instead."""
+        mirror = self.mirror
+        if not mirror.can_go_ahead(start.program_id, start.engine_id, start.pin):
+            return None
+        reply = self.store.start_ahead(start, time.time())
+        if reply is None:
+            return None
+        had_pin = mirror.pin(start.program_id) is not None
+        ticket = mirror.start(start.program_id, start.engine_id, start.pin, ahead=True)
+        expected = ticket.expected
+        assert expected is not None  # can_go_ahead: the entry is exact
+        reply.add_done_callback(lambda done: self._ahead_replied(done, ticket))
+        return CallStartResult(
+            program_id=start.program_id,
+            call_id=start.call_id,
+            engine_id=expected.engine_id,
+            pin_created=start.pin and not had_pin,
+            pinned_engine=expected.pinned_engine,
+            service_plas=expected.service_plas,
+            service_atlas=expected.service_atlas,
+            program_wait=expected.program_wait,
+            prior_calls=expected.prior_calls,
+            completed_calls=expected.completed_calls,
+            duplicate=False,
+            engine_loads=self.loads,
+        )
+
+    def _ahead_replied(self, reply: asyncio.Future[CallStartResult], ticket: StartTicket) -> None:
+        """Rule 2: Redis's answer to a start that went ahead; a difference is counted (mirror rule 4)."""
+        if reply.cancelled() or reply.exception() is not None:
+            self.metrics.child(self.metrics.starts_ahead, "failed").inc()
+            return
+        result = reply.result()
+        self.refresh_loads(result.engine_loads)
+        if self.mirror.replied(ticket, result):
+            self.metrics.child(self.metrics.starts_ahead, "differed").inc()
+            log.info(
+                "program %s: call %s went ahead with a context Redis did not confirm (another replica "
+                "serves the program too); its later calls wait for the table", result.program_id,
+                result.call_id,
+            )  # fmt: skip
+        else:
+            self.metrics.child(self.metrics.starts_ahead, "confirmed").inc()
+
+    async def _start_and_wait(self, start: CallStart, one_shot: bool, started: float) -> CallStartResult:
+        """The start recorded by the table before the call goes on (rule 6 for a client that leaves)."""
+        ticket = self.mirror.start(start.program_id, start.engine_id, start.pin, ahead=False)
+        try:
+            if self.store.ordered:
+                try:
+                    result = await self.store.start_call(start, time.time())
+                except asyncio.CancelledError:  # the client left while the table recorded the start:
+                    # a failed finish, ordered behind the start, gives the call back (rule 6)
+                    given_back = _Call(start.program_id, start.call_id, one_shot, started)
+                    self._finish_now(given_back, None, 0.0, 0.0, ok=False, end=one_shot)
+                    raise
+            else:
+                starting = asyncio.ensure_future(self.store.start_call(start, time.time()))
+                try:
+                    result = await asyncio.shield(starting)
+                except asyncio.CancelledError:  # the client left while the table was recording the start
+                    given_back = _Call(start.program_id, start.call_id, one_shot, started)
+                    self._in_background(self._give_back(starting, given_back))
+                    raise
+        except BaseException:
+            self.mirror.start_failed(start.program_id)
+            raise
+        self.refresh_loads(result.engine_loads)
+        if self.store.mode == "degraded":  # the local table answered: Redis may hold something else
+            self.mirror.start_failed(start.program_id)
+        else:
+            self.mirror.replied(ticket, result)
+        return result
 
     async def _exchange(
         self,
@@ -542,8 +605,10 @@ class Forwarder:
             finish = CallFinish(call.program_id, call.call_id, exec_time=exec_time, queue_wait=wait, ok=ok)
         self.metrics.call_exec.observe(max(0.0, finish.exec_time))
         self.metrics.call_wait.observe(max(0.0, finish.queue_wait))
+        self.mirror.finished(finish, call.atlas_at_arrival)
         done = self.store.finish_soon(finish, time.time(), end_program=end)
         if end:
+            self.mirror.forget(call.program_id)
             done.add_done_callback(self._observe_end)
         return done
 

@@ -133,6 +133,15 @@ class ProxyMetrics:
             ["engine"],
             registry=r,
         )
+        self.starts_ahead = Counter(
+            "autellix_proxy_starts_ahead",
+            "calls forwarded before Redis answered their start, by what Redis then answered (confirmed: "
+            "the mirrored context was exact; differed: another replica serves the program too; failed)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("confirmed", "differed", "failed"):  # every series from the start, at 0
+            self.child(self.starts_ahead, outcome)
         self.reports = Counter(
             "autellix_proxy_completion_reports",
             "finished calls by where their measurements came from (sidecar, measured, invalid)",

@@ -30,6 +30,10 @@ Theory of operation
    as in rule 3). The returned future gives the ended program's ``(service, wait)`` (None when the
    program goes on); the caller need not await it, and cancelling its wait changes nothing. Only a
    Redis Cluster table (not ordered) runs the finish as a task the caller should await.
+6. :meth:`ProgramStore.start_ahead` does the same for a start whose call goes ahead of its reply
+   (``programs/mirror.py``): written on the ordered link at once, so everything this replica writes
+   later on the program is executed after it; its result arrives by future. Only on a healthy
+   standalone Redis; anywhere else the caller awaits :meth:`ProgramStore.start_call`.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from typing import Any, Literal, TypeVar
 from redis.exceptions import RedisError
 
 from .programs import CallFinish, CallStart, CallStartResult, MemoryProgramTable, ProgramState
-from .programs.redis_table import RedisProgramTable, finish_summary
+from .programs.redis_table import RedisProgramTable, finish_summary, start_reply
 from .programs.rules import new_program
 
 log = logging.getLogger("autellix.proxy.table")
@@ -140,6 +144,35 @@ class ProgramStore:
         if self.redis is not None:
             self._local_calls.add((start.program_id, start.call_id))
         return self.local.start_call(start, now)
+
+    def start_ahead(self, start: CallStart, now: float) -> asyncio.Future[CallStartResult] | None:
+        """Rule 6: write ``start`` on the ordered link without waiting; the future of its result, or
+        None when that cannot be done (memory, degraded, cluster, link down: await :meth:`start_call`).
+        A reply that never comes is an outage (rule 2); the call's finish then goes the way of every
+        finish of a call started on Redis (rule 3)."""
+        if not self._use_redis() or not self.ordered:
+            return None
+        assert self.redis is not None
+        started = time.perf_counter()
+        try:
+            reply = self.redis.send_start(start, now)
+        except _OUTAGE:
+            return None
+        outcome: asyncio.Future[CallStartResult] = asyncio.get_running_loop().create_future()
+
+        def settle(reply: asyncio.Future[Any]) -> None:
+            exc = asyncio.CancelledError() if reply.cancelled() else reply.exception()
+            if exc is not None:
+                self._failed("start_call", started, exc)
+                if not outcome.done():
+                    outcome.set_exception(exc)
+                return
+            self._observe("start_call", time.perf_counter() - started, True)
+            if not outcome.done():
+                outcome.set_result(start_reply(start, reply.result()))
+
+        reply.add_done_callback(settle)
+        return outcome
 
     async def finish_call(
         self, finish: CallFinish, now: float, *, end_program: bool = False

@@ -5,9 +5,7 @@ engine key reaches the engine on calls and on probes)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +14,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from aiohttp import web
 
 from autellix.launch import ServiceProcess, autellix_command, free_port
 from autellix.proxy.client import program
 from tests.integration.conftest import SidecarFactory, SimEngineFactory, metric_value
+from tests.integration.recording import RecordingEngine
 
 pytestmark = pytest.mark.integration
 
@@ -40,79 +38,6 @@ def wait_ready(url: str, timeout: float = 15.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{url} not ready")
-
-
-class RecordingEngine:
-    """A vLLM-like engine that answers at once and records the path and headers of every request.
-
-    At the outermost edge on purpose: the point is which ``Authorization`` each request carried, which
-    no real engine reports back.
-    """
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, str]]] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
-
-    async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._answer)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
-
-    async def _answer(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.path, dict(request.headers)))
-        if request.path == "/metrics":
-            return web.Response(text="vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n")
-        if request.path == "/server_info":
-            return web.json_response({"vllm_config": {"scheduler_config": {"policy": "fcfs"}}})
-        if request.path == "/v1/models":
-            return web.json_response({"object": "list", "data": [{"id": "rec", "object": "model"}]})
-        if request.path != "/v1/chat/completions":
-            return web.json_response({"status": "ok"})
-        body = await request.json()
-        usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
-        message = {"index": 0, "message": {"role": "assistant", "content": "k"}, "finish_reason": "stop"}
-        reply = {"id": "c", "object": "chat.completion", "created": 0, "model": "rec", "choices": [message]}
-        if not body.get("stream"):
-            return web.json_response({**reply, "usage": usage})
-        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await stream.prepare(request)
-        chunk = {**reply, "object": "chat.completion.chunk"}
-        delta = {"index": 0, "delta": {"content": "k"}, "finish_reason": "stop"}
-        for event in ({**chunk, "choices": [delta]}, {**chunk, "choices": [], "usage": usage}):
-            await stream.write(f"data: {json.dumps(event)}\n\n".encode())
-        await stream.write(b"data: [DONE]\n\n")
-        await stream.write_eof()
-        return stream
-
-    def authorizations(self, path: str) -> list[str | None]:
-        """The ``Authorization`` of every request to ``path`` (None: it carried none)."""
-        return [
-            next((v for k, v in headers.items() if k.lower() == "authorization"), None)
-            for seen_path, headers in self.seen
-            if seen_path == path
-        ]
-
-    def __enter__(self) -> RecordingEngine:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 def test_the_openai_sdk_through_a_proxy_and_a_sidecar_that_check_keys(

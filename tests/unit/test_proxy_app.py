@@ -330,7 +330,7 @@ async def test_a_pin_on_an_unusable_engine_gives_the_attempt_back_and_reroutes(
     other = "b" if pinned == "a" else "a"
     app = proxy.server.app[PROXY]
     app.pool.by_id[pinned].health = HealthState(healthy=False, admitted=True)
-    app.forwarder.pins.clear()  # a replica that has not seen the pin: it asks to pin, the table redirects
+    app.forwarder.mirror.forget("p")  # a replica that never saw the pin: it asks to pin, the table redirects
     reply = await proxy.post("/v1/chat/completions", json=long_call, headers={"X-Program-Id": "p"})
     assert reply.status == 200
     state = await (await proxy.get("/v1/programs/p")).json()

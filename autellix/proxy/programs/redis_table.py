@@ -36,8 +36,9 @@ shared contract suite); what Redis adds is sharing between proxy replicas and su
    loop turn leave in one write, and Redis executes them in the order this replica wrote them
    (``ordered`` is then True; the store and the forwarder rely on it). :meth:`send_finish` writes a
    finish without waiting and its reply is brief (whether the program ended, and then its service and
-   wait), so the common finish parses no program hash. Everything else (gc, leases, reads) goes
-   through redis-py, as does everything in cluster mode.
+   wait), so the common finish parses no program hash; :meth:`send_start` writes a start without
+   waiting, for a call that goes ahead of its reply (``mirror.py``). Everything else (gc, leases,
+   reads) goes through redis-py, as does everything in cluster mode.
 """
 
 from __future__ import annotations
@@ -202,6 +203,31 @@ def state_from_hash(program_id: str, fields: dict[str, bytes]) -> ProgramState:
     )
 
 
+def start_result(start: CallStart, r: Sequence[Any], loads: Sequence[bytes]) -> CallStartResult:
+    """A start script's reply (program half ``r``, fleet loads) as the table's result."""
+    pinned = _text(r[3])
+    return CallStartResult(
+        program_id=start.program_id,
+        call_id=start.call_id,
+        engine_id=_text(r[1]),
+        pin_created=int(r[2]) == 1,
+        pinned_engine=pinned or None,
+        service_plas=float(r[4]),
+        service_atlas=float(r[5]),
+        program_wait=float(r[6]),
+        prior_calls=int(r[7]),
+        completed_calls=int(r[8]),
+        duplicate=int(r[0]) == 0,
+        engine_loads=_loads(loads),
+    )
+
+
+def start_reply(start: CallStart, reply: Any) -> CallStartResult:
+    """The result of a start written with :meth:`RedisProgramTable.send_start`."""
+    r, loads = reply
+    return start_result(start, r, loads)
+
+
 def finish_summary(reply: Any) -> tuple[float, float] | None:
     """A brief finish reply: the ended program's (service, wait), None when it goes on (or the call
     was not in flight)."""
@@ -338,42 +364,36 @@ class RedisProgramTable:
 
     # --- calls ---------------------------------------------------------------------------------
 
-    async def start_call(self, start: CallStart, now: float) -> CallStartResult:
-        has_thread = start.thread_id is not None
-        args = [
+    def _start_args(self, start: CallStart, now: float) -> list[str]:
+        return [
             _num(now),
             start.call_id,
             start.engine_id,
-            "1" if has_thread else "0",
+            "1" if start.thread_id is not None else "0",
             start.thread_id or "",
             str(max(0, start.input_tokens)),
             "1" if start.pin else "0",
             self.replica_id,
             self.key_ttl_ms,
         ]
+
+    async def start_call(self, start: CallStart, now: float) -> CallStartResult:
+        args = self._start_args(start, now)
         key = self.program_key(start.program_id)
         if self.cluster:
             r = await self._start(keys=[key], args=args)
             fleet_args = [r[0], r[1], start.program_id, start.call_id, args[0], self.replica_id]
             loads = await self._start_fleet(keys=list(self._own), args=[*fleet_args, self.lease_ms, args[8]])
-        else:
-            packed = _pack([*args, start.program_id, self.lease_ms, self._fleet])
-            r, loads = await self._eval(self._start, key, packed)
-        pinned = _text(r[3])
-        return CallStartResult(
-            program_id=start.program_id,
-            call_id=start.call_id,
-            engine_id=_text(r[1]),
-            pin_created=int(r[2]) == 1,
-            pinned_engine=pinned or None,
-            service_plas=float(r[4]),
-            service_atlas=float(r[5]),
-            program_wait=float(r[6]),
-            prior_calls=int(r[7]),
-            completed_calls=int(r[8]),
-            duplicate=int(r[0]) == 0,
-            engine_loads=_loads(loads),
-        )
+            return start_result(start, r, loads)
+        packed = _pack([*args, start.program_id, self.lease_ms, self._fleet])
+        r, loads = await self._eval(self._start, key, packed)
+        return start_result(start, r, loads)
+
+    def send_start(self, start: CallStart, now: float) -> asyncio.Future[Any]:
+        """Rule 6: the start written on the link now (standalone only); :func:`start_reply` reads its
+        reply. Raises :class:`redis.exceptions.ConnectionError` at once when the link is down."""
+        packed = _pack([*self._start_args(start, now), start.program_id, self.lease_ms, self._fleet])
+        return self._send(self._start, self.program_key(start.program_id), packed, flush=True)
 
     def _finish_args(self, finish: CallFinish, now: float, end_program: bool) -> list[str]:
         return [

@@ -109,18 +109,34 @@ def apply_call_start(state: ProgramState | None, start: CallStart, now: float) -
     return StartOutcome(state=after, call=call, pin_created=pin_created, acquired=True)
 
 
+def finished_service(
+    plas: float, atlas: float, wait: float, call_atlas_at_arrival: float, finish: CallFinish
+) -> tuple[float, float, float]:
+    """Rules 4-5 on the priority context alone: ``(service_plas, service_atlas, wait)`` after ``finish``
+    of a call that arrived with ATLAS value ``call_atlas_at_arrival``. The Redis script computes the
+    same doubles in the same order, so a mirror of the context built with this stays equal to it."""
+    exec_time = measured_seconds(finish.exec_time)
+    return (
+        plas + exec_time,
+        max(atlas, call_atlas_at_arrival + exec_time),
+        wait + measured_seconds(finish.queue_wait),
+    )
+
+
 def apply_call_finish(state: ProgramState, finish: CallFinish, now: float) -> FinishOutcome | None:
     """Rules 4-5: the program after ``finish``, or None when the call is not in flight."""
     call = state.find_call(finish.call_id)
     if call is None:
         return None
-    exec_time = measured_seconds(finish.exec_time)
+    plas, atlas, wait = finished_service(
+        state.service_plas, state.service_atlas, state.wait, call.service_atlas_at_arrival, finish
+    )
     after = ProgramState(
         program_id=state.program_id,
         created_at=state.created_at,
-        service_plas=state.service_plas + exec_time,
-        service_atlas=max(state.service_atlas, call.service_atlas_at_arrival + exec_time),
-        wait=state.wait + measured_seconds(finish.queue_wait),
+        service_plas=plas,
+        service_atlas=atlas,
+        wait=wait,
         pinned_engine=state.pinned_engine,
         in_flight=tuple(c for c in state.in_flight if c.call_id != finish.call_id),
         last_arrival=state.last_arrival,
