@@ -3,7 +3,10 @@ the Rust routers users would pick instead (issue 5).
 
 Starts, as separate processes on loopback: a tiny aiohttp backend that answers chat completions at once
 (non-streaming JSON, or a short SSE stream), a ``redis-server``, ``autellix proxy`` with the memory table
-and with the Redis table, and ``vllm-router`` and ``smg`` round-robin over the same backend (from the
+and with the Redis table (calls going ahead of their starts, the default, and ``proxy-redis-wait``: every
+call waiting for its start, ``--no-starts-ahead``), a bare aiohttp pass-through (``aiohttp-floor``: what
+any aiohttp proxy costs before doing anything), and ``vllm-router`` and ``smg`` round-robin over the
+same backend (from the
 benchmark's own environment; ``--no-rust-routers`` leaves them out). The routers keep their defaults
 but for loopback, ``round_robin``, warning-level logs and a free Prometheus port (``rust_routers.py``
 says why no other default moves the figures). A closed-loop aiohttp client (this process) sends chat
@@ -34,7 +37,7 @@ Every configuration runs ``--rounds`` times, interleaved with the others (the or
 rotating from round to round), and the figures are medians of the rounds' figures: other work on a
 shared machine comes and goes, and interleaving spreads it over every target. Each run starts with a
 warm-up at its own concurrency (connections, scripts, caches), not measured. The defaults (3 rounds of
-2 s, 7 configurations, 5 targets) take about 4 minutes.
+2 s, 7 configurations, 7 targets) take about 6 minutes.
 
 Usage: ``.venv/bin/python benchmarks/bench_proxy_overhead.py [--seconds 2] [--rounds 3] [--rate 1500]
 [--gap-ms 20] [--routers-venv PATH | --no-rust-routers]``
@@ -515,7 +518,12 @@ def main() -> int:
         backend.start()
         redis, redis_url = start_redis(log_dir)
         services.append(redis)
-        for name, extra in (("proxy-memory", []), ("proxy-redis", ["--redis-url", redis_url])):
+        proxies: list[tuple[str, list[str]]] = [
+            ("proxy-memory", []),
+            ("proxy-redis", ["--redis-url", redis_url]),
+            ("proxy-redis-wait", ["--redis-url", redis_url, "--no-starts-ahead"]),
+        ]
+        for name, extra in proxies:
             services.append(start_proxy(name, log_dir, backend.url, extra))
             targets.append((name, services[-1].url, services[-1]))
         if not args.no_floor:

@@ -182,6 +182,7 @@ class Forwarder:
         self.router = router
         self.metrics = metrics
         self.settings = settings
+        self.starts_ahead = settings.starts_ahead
         self.replica_id = replica_id
         self.rng = rng or random.Random(0)
         self.loads: dict[str, int] = {}
@@ -241,8 +242,7 @@ class Forwarder:
                 decision = self.router.route(route, views)
             except NoEngineAvailable as exc:
                 if one_shot:
-                    self.mirror.forget(program_id)
-                    await self.store.end(program_id, time.time())
+                    await self._end(program_id)
                 raise last_error or ApiError(503, f"No backend available: {exc}", code="no_backend") from None
             # count the call in this replica's view at once, so that calls arriving together spread out
             # before their starts return with the fleet's view
@@ -251,7 +251,7 @@ class Forwarder:
             start = CallStart(
                 program_id, call, decision.engine_id, identity.thread_id, body.input_tokens, decision.pin
             )
-            result = self._start_ahead(start) if self.settings.starts_ahead else None
+            result = self._start_ahead(start) if self.starts_ahead and self.store.can_start_ahead else None
             if result is None:
                 result = await self._start_and_wait(start, one_shot, started)
             engine = result.engine_id
@@ -277,7 +277,7 @@ class Forwarder:
                 excluded.add(engine)
                 if retries >= self.settings.retries:
                     if one_shot:
-                        await self.store.end(program_id, time.time())
+                        await self._end(program_id)
                     raise failure.error from None
                 retries += 1
                 self.metrics.retries.labels(engine).inc()
@@ -286,20 +286,24 @@ class Forwarder:
                     await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
+    async def _end(self, program_id: str) -> None:
+        """Rule 8 for a one-call program whose call could not be served."""
+        self.mirror.forget(program_id)
+        await self.store.end(program_id, time.time())
+
     def _start_ahead(self, start: CallStart) -> CallStartResult | None:
         """Rule 2: the start written without waiting and the mirrored context, when the mirror is
         exact for the program (programs/mirror.py rule 3); None: wait for the table instead."""
         mirror = self.mirror
         if not mirror.can_go_ahead(start.program_id, start.engine_id, start.pin):
             return None
-        reply = self.store.start_ahead(start, time.time())
-        if reply is None:
-            return None
         had_pin = mirror.pin(start.program_id) is not None
         ticket = mirror.start(start.program_id, start.engine_id, start.pin, ahead=True)
+        if not self.store.start_ahead(start, time.time(), lambda result: self._ahead_replied(result, ticket)):
+            mirror.start_failed(start.program_id)  # counted a start that was never written
+            return None
         expected = ticket.expected
         assert expected is not None  # can_go_ahead: the entry is exact
-        reply.add_done_callback(lambda done: self._ahead_replied(done, ticket))
         return CallStartResult(
             program_id=start.program_id,
             call_id=start.call_id,
@@ -315,12 +319,11 @@ class Forwarder:
             engine_loads=self.loads,
         )
 
-    def _ahead_replied(self, reply: asyncio.Future[CallStartResult], ticket: StartTicket) -> None:
+    def _ahead_replied(self, result: CallStartResult | None, ticket: StartTicket) -> None:
         """Rule 2: Redis's answer to a start that went ahead; a difference is counted (mirror rule 4)."""
-        if reply.cancelled() or reply.exception() is not None:
+        if result is None:
             self.metrics.child(self.metrics.starts_ahead, "failed").inc()
             return
-        result = reply.result()
         self.refresh_loads(result.engine_loads)
         if self.mirror.replied(ticket, result):
             self.metrics.child(self.metrics.starts_ahead, "differed").inc()

@@ -145,34 +145,38 @@ class ProgramStore:
             self._local_calls.add((start.program_id, start.call_id))
         return self.local.start_call(start, now)
 
-    def start_ahead(self, start: CallStart, now: float) -> asyncio.Future[CallStartResult] | None:
-        """Rule 6: write ``start`` on the ordered link without waiting; the future of its result, or
-        None when that cannot be done (memory, degraded, cluster, link down: await :meth:`start_call`).
-        A reply that never comes is an outage (rule 2); the call's finish then goes the way of every
-        finish of a call started on Redis (rule 3)."""
-        if not self._use_redis() or not self.ordered:
-            return None
+    @property
+    def can_start_ahead(self) -> bool:
+        """Rule 6: a healthy standalone Redis, where :meth:`start_ahead` normally succeeds."""
+        return self.redis is not None and not self.degraded and self.redis.ordered
+
+    def start_ahead(
+        self, start: CallStart, now: float, on_reply: Callable[[CallStartResult | None], None]
+    ) -> bool:
+        """Rule 6: write ``start`` on the ordered link without waiting; ``on_reply`` gets its result
+        later (None: no reply came, an outage, rule 2). False when that cannot be done (memory,
+        degraded, cluster, link down): then await :meth:`start_call`. The call's finish goes the way of
+        every finish of a call started on Redis (rule 3)."""
+        if not self.can_start_ahead:
+            return False
         assert self.redis is not None
         started = time.perf_counter()
         try:
             reply = self.redis.send_start(start, now)
         except _OUTAGE:
-            return None
-        outcome: asyncio.Future[CallStartResult] = asyncio.get_running_loop().create_future()
+            return False
 
         def settle(reply: asyncio.Future[Any]) -> None:
             exc = asyncio.CancelledError() if reply.cancelled() else reply.exception()
             if exc is not None:
                 self._failed("start_call", started, exc)
-                if not outcome.done():
-                    outcome.set_exception(exc)
+                on_reply(None)
                 return
             self._observe("start_call", time.perf_counter() - started, True)
-            if not outcome.done():
-                outcome.set_result(start_reply(start, reply.result()))
+            on_reply(start_reply(start, reply.result()))
 
         reply.add_done_callback(settle)
-        return outcome
+        return True
 
     async def finish_call(
         self, finish: CallFinish, now: float, *, end_program: bool = False

@@ -225,7 +225,7 @@ FLEET = Dashboard(
                     "1 while a replica cannot reach Redis and serves from its local table (programs are "
                     "then tracked per replica).",
                     (Query(f"max by (pod) (autellix_proxy_table_degraded{{{NS}}})", "{{pod}}"),),
-                    width=6,
+                    width=4,
                     max_value=1,
                 ),
                 Panel(
@@ -233,14 +233,14 @@ FLEET = Dashboard(
                     "Program-table operations on Redis.",
                     quantiles("autellix_proxy_redis_latency_seconds", NS, by="op", qs=(0.99,)),
                     unit="s",
-                    width=6,
+                    width=5,
                 ),
                 Panel(
                     "Redis errors by operation",
                     "Failed program-table operations on Redis.",
                     (Query(rate_by("autellix_proxy_redis_errors_total", NS, "op"), "{{op}}"),),
                     unit="ops",
-                    width=6,
+                    width=5,
                 ),
                 Panel(
                     "Completion reports by source",
@@ -248,7 +248,17 @@ FLEET = Dashboard(
                     "engine), measured (timed by the proxy), invalid.",
                     (Query(rate_by("autellix_proxy_completion_reports_total", NS, "source"), "{{source}}"),),
                     unit="reqps",
-                    width=6,
+                    width=5,
+                ),
+                Panel(
+                    "Calls sent ahead of their start, by outcome",
+                    "Calls forwarded before Redis answered their start (the replica's mirror of the program "
+                    "was exact). differed: another replica serves the program too, so that call carried a "
+                    "stale priority and the program now waits for Redis; a steady rate means programs "
+                    "spread over replicas (session affinity on the Service keeps them on one).",
+                    (Query(rate_by("autellix_proxy_starts_ahead_total", NS, "outcome"), "{{outcome}}"),),
+                    unit="reqps",
+                    width=5,
                 ),
             ),
         ),

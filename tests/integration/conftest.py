@@ -31,16 +31,6 @@ def sim_engine_factory(tmp_path: Path) -> Iterator[SimEngineFactory]:
         service.stop()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return condition()
-
-
 def metric_value(text: str, name: str, labels: Sequence[str] = ()) -> float:
     """The value of the first sample called ``name`` (whose label text holds every item of ``labels``)."""
     for line in text.splitlines():

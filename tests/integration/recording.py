@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from typing import Self
 
 from aiohttp import web
 
@@ -14,16 +15,11 @@ from autellix.engine_adapters.protocol import REPORT_HEADER, CompletionReport
 from autellix.launch import free_port
 
 
-class RecordingEngine:
-    """A vLLM-like engine that answers at once and records the path and headers of every request.
+class LoopbackApp:
+    """An aiohttp app served on a free loopback port from a thread of its own, for a synchronous test
+    (``with``); subclasses add their routes in :meth:`routes`."""
 
-    At the outermost edge on purpose: the point is which ``Authorization`` each request carried, which
-    no real engine reports back.
-    """
-
-    def __init__(self, report_exec_time: float | None = None) -> None:
-        self.report_exec_time = report_exec_time  # answer like a sidecar: a completion report per call
-        self.seen: list[tuple[str, dict[str, str]]] = []
+    def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._ready = threading.Event()
@@ -31,9 +27,12 @@ class RecordingEngine:
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
 
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
     async def _serve(self) -> None:
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._answer)
+        self.routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.port).start()
@@ -42,6 +41,32 @@ class RecordingEngine:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+class RecordingEngine(LoopbackApp):
+    """A vLLM-like engine that answers at once and records the path and headers of every request.
+
+    At the outermost edge on purpose: the point is which ``Authorization`` or priority context each
+    request carried, which no real engine reports back.
+    """
+
+    def __init__(self, report_exec_time: float | None = None) -> None:
+        super().__init__()
+        self.report_exec_time = report_exec_time  # answer like a sidecar: a completion report per call
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._answer)
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.path, dict(request.headers)))
@@ -85,13 +110,3 @@ class RecordingEngine:
     def authorizations(self, path: str) -> list[str | None]:
         """The ``Authorization`` of every request to ``path`` (None: it carried none)."""
         return self.headers_of(path, "authorization")
-
-    def __enter__(self) -> RecordingEngine:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)

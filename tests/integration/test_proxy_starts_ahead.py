@@ -12,8 +12,9 @@ import pytest
 
 from autellix.engine_adapters import protocol
 from autellix.launch import ServiceProcess
-from tests.integration.conftest import metric_value, wait_until
+from tests.integration.conftest import metric_value
 from tests.integration.recording import RecordingEngine
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 

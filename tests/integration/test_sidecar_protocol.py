@@ -3,9 +3,7 @@ and what it sends an engine (priority only to a priority engine, none of our hea
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from typing import Any
 
@@ -18,6 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from autellix.engine_adapters import protocol
 from autellix.launch import free_port
 from tests.integration.conftest import SidecarFactory, SimEngineFactory, metric_value
+from tests.integration.recording import LoopbackApp
 
 pytestmark = pytest.mark.integration
 
@@ -210,7 +209,7 @@ def test_engine_down_means_503_and_not_ready(sidecar_factory: SidecarFactory) ->
 # ----- what the sidecar sends an engine -------------------------------------------------------------------
 
 
-class RecordingEngine:
+class RecordingEngine(LoopbackApp):
     """A tiny engine that answers at once and records every generation request it receives.
 
     A fake at the outermost edge, on purpose: the point is the exact body and headers the sidecar sends
@@ -219,31 +218,17 @@ class RecordingEngine:
     """
 
     def __init__(self, server_info: dict[str, Any] | None) -> None:
+        super().__init__()
         self.server_info = server_info
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
 
-    async def _serve(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/loads", self._loads)
         app.router.add_get("/server_info", self._info)
         app.router.add_get("/get_server_info", self._info)
         app.router.add_post("/v1/completions", self._complete)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
 
     async def _health(self, _request: web.Request) -> web.Response:
         return web.json_response({})
@@ -264,16 +249,6 @@ class RecordingEngine:
         self.requests.append((dict(request.headers), body))
         usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
         return web.json_response({"object": "text_completion", "choices": [{"text": "k"}], "usage": usage})
-
-    def __enter__(self) -> RecordingEngine:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        assert self._loop is not None and self._stop is not None
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
 
 
 VLLM_PRIORITY = {"vllm_config": {"scheduler_config": {"policy": "priority"}}}

@@ -16,7 +16,8 @@ import pytest
 
 from autellix.engine_adapters.protocol import REPORT_HEADER, REPORT_SSE_PREFIX, decode_report
 from autellix.engine_adapters.vllm import VllmAdapter
-from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value, wait_until
+from tests.polling import wait_until
+from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value
 
 pytestmark = pytest.mark.real_vllm
 

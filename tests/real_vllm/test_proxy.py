@@ -15,13 +15,13 @@ import httpx
 import pytest
 
 from autellix.proxy.client import program
+from tests.polling import wait_until
 from tests.real_vllm.conftest import (
     TINY_FCFS,
     TINY_FCFS_SPARE,
     ServiceFactory,
     VllmPool,
     metric_value,
-    wait_until,
 )
 
 pytestmark = pytest.mark.real_vllm

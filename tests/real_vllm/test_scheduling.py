@@ -21,7 +21,8 @@ import pytest
 
 from autellix.engine_adapters import protocol
 from autellix.engine_adapters.vllm import VllmAdapter
-from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value, wait_until
+from tests.polling import wait_until
+from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value
 
 pytestmark = pytest.mark.real_vllm
 

@@ -390,10 +390,11 @@ class RedisProgramTable:
         return start_result(start, r, loads)
 
     def send_start(self, start: CallStart, now: float) -> asyncio.Future[Any]:
-        """Rule 6: the start written on the link now (standalone only); :func:`start_reply` reads its
-        reply. Raises :class:`redis.exceptions.ConnectionError` at once when the link is down."""
+        """Rule 6: the start written on the link now (standalone only; it leaves with this loop turn's
+        other commands); :func:`start_reply` reads its reply. Raises
+        :class:`redis.exceptions.ConnectionError` at once when the link is down."""
         packed = _pack([*self._start_args(start, now), start.program_id, self.lease_ms, self._fleet])
-        return self._send(self._start, self.program_key(start.program_id), packed, flush=True)
+        return self._send(self._start, self.program_key(start.program_id), packed)
 
     def _finish_args(self, finish: CallFinish, now: float, end_program: bool) -> list[str]:
         return [
