@@ -39,8 +39,13 @@ shared machine comes and goes, and interleaving spreads it over every target. Ea
 warm-up at its own concurrency (connections, scripts, caches), not measured. The defaults (3 rounds of
 2 s, 7 configurations, 7 targets) take about 6 minutes.
 
+Redis off this host: ``--redis-delay-ms D`` puts a relay process between the proxies and Redis that
+delays every byte D ms each way (order kept), as a Redis in another pod or on another node would; it
+shows what a call gains from not waiting for its start (``proxy-redis`` against ``proxy-redis-wait``),
+which on loopback is within the noise.
+
 Usage: ``.venv/bin/python benchmarks/bench_proxy_overhead.py [--seconds 2] [--rounds 3] [--rate 1500]
-[--gap-ms 20] [--routers-venv PATH | --no-rust-routers]``
+[--gap-ms 20] [--routers-venv PATH | --no-rust-routers] [--no-floor] [--redis-delay-ms 0]``
 """
 
 from __future__ import annotations
@@ -176,6 +181,30 @@ def serve_floor(port: int, backend: str) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
 
 
+# --- a slower network to Redis (run in its own process with --serve-relay PORT) ---------------------
+
+
+def serve_relay(port: int, target_port: int, delay: float) -> None:
+    """Pass bytes between clients and Redis, each way ``delay`` seconds late (order kept): Redis in
+    another pod or on another node, where a round trip costs more than on loopback."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        while data := await reader.read(65536):
+            loop.call_later(delay, writer.write, data)
+        loop.call_later(delay, writer.close)
+
+    async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        redis_reader, redis_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(client_reader, redis_writer), pipe(redis_reader, client_writer))
+
+    async def main() -> None:
+        server = await asyncio.start_server(relay, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 # --- the load generator ---------------------------------------------------------------------------
 
 
@@ -307,6 +336,31 @@ def start_proxy(name: str, log_dir: Path, backend: str, extra: list[str]) -> Ser
     service.start()
     wait_answering(service, (BODY, GAP_BODY))  # the proxy has read the backend's /v1/models
     return service
+
+
+def start_relay(log_dir: Path, redis_url: str, delay_ms: float) -> ServiceProcess:
+    port = free_port()
+    target = redis_url.rsplit(":", 1)[1].split("/", 1)[0]
+    args = [sys.executable, __file__, "--serve-relay", str(port), "--relay-target", target]
+    relay = ServiceProcess(
+        "redis-relay",
+        [*args, "--redis-delay-ms", str(delay_ms)],
+        f"redis://127.0.0.1:{port}/0",
+        log_dir / "redis-relay.log",
+        die_with_parent=True,
+    )
+    relay.launch()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return relay
+        except OSError:
+            time.sleep(0.05)
+    relay.stop()
+    raise SystemExit("the Redis relay did not answer")
 
 
 def start_floor(log_dir: Path, backend: str) -> ServiceProcess:
@@ -485,7 +539,15 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_proxy_overhead.json"))
     parser.add_argument("--no-floor", action="store_true", help="leave the bare aiohttp pass-through out")
     parser.add_argument("--serve-backend", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--redis-delay-ms",
+        type=float,
+        default=0.0,
+        help="each way's delay between the proxies and Redis (a relay process): Redis off this host",
+    )
     parser.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-relay", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--relay-target", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--floor-backend", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_backend is not None:
@@ -493,6 +555,9 @@ def main() -> int:
         return 0
     if args.serve_floor is not None:
         serve_floor(args.serve_floor, args.floor_backend)
+        return 0
+    if args.serve_relay is not None:
+        serve_relay(args.serve_relay, args.relay_target, args.redis_delay_ms / 1000)
         return 0
     began = time.monotonic()
     log_dir = ROOT / "results" / "bench_proxy_logs"
@@ -518,10 +583,18 @@ def main() -> int:
         backend.start()
         redis, redis_url = start_redis(log_dir)
         services.append(redis)
+        if args.redis_delay_ms > 0:
+            relay = start_relay(log_dir, redis_url, args.redis_delay_ms)
+            services.append(relay)
+            redis_url = relay.url
         proxies: list[tuple[str, list[str]]] = [
             ("proxy-memory", []),
-            ("proxy-redis", ["--redis-url", redis_url]),
-            ("proxy-redis-wait", ["--redis-url", redis_url, "--no-starts-ahead"]),
+            # a key prefix each: two fleets, not two replicas of one (whose programs would be shared)
+            ("proxy-redis", ["--redis-url", redis_url, "--redis-key-prefix", "ahead"]),
+            (
+                "proxy-redis-wait",
+                ["--redis-url", redis_url, "--redis-key-prefix", "wait", "--no-starts-ahead"],
+            ),
         ]
         for name, extra in proxies:
             services.append(start_proxy(name, log_dir, backend.url, extra))
@@ -558,7 +631,7 @@ def main() -> int:
         "commands": {name: service.args for name, _url, service in targets if name in routers and service},
     }
     report = {
-        **{key: getattr(args, key) for key in ("seconds", "rounds", "rate", "gap_ms")},
+        **{key: getattr(args, key) for key in ("seconds", "rounds", "rate", "gap_ms", "redis_delay_ms")},
         "wall_seconds": wall,
         "rust_routers": rust_routers,
         "rows": rows,

@@ -327,10 +327,14 @@ class Forwarder:
         self.refresh_loads(result.engine_loads)
         if self.mirror.replied(ticket, result):
             self.metrics.child(self.metrics.starts_ahead, "differed").inc()
+            expected = ticket.expected
             log.info(
                 "program %s: call %s went ahead with a context Redis did not confirm (another replica "
-                "serves the program too); its later calls wait for the table", result.program_id,
-                result.call_id,
+                "serves the program too); its later calls wait for the table (sent: service %s, calls "
+                "%s started / %s done; Redis: %s, %d / %d)", result.program_id, result.call_id,
+                expected and expected.service_plas, expected and expected.prior_calls,
+                expected and expected.completed_calls, result.service_plas, result.prior_calls,
+                result.completed_calls,
             )  # fmt: skip
         else:
             self.metrics.child(self.metrics.starts_ahead, "confirmed").inc()
