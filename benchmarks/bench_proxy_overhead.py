@@ -52,12 +52,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import queue
 import shutil
 import socket
 import statistics
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -186,23 +189,39 @@ def serve_floor(port: int, backend: str) -> None:
 
 def serve_relay(port: int, target_port: int, delay: float) -> None:
     """Pass bytes between clients and Redis, each way ``delay`` seconds late (order kept): Redis in
-    another pod or on another node, where a round trip costs more than on loopback."""
+    another pod or on another node, where a round trip costs more than on loopback. Threads and
+    ``time.sleep`` rather than an event loop, whose timers have millisecond granularity."""
 
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        while data := await reader.read(65536):
-            loop.call_later(delay, writer.write, data)
-        loop.call_later(delay, writer.close)
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        due: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
 
-    async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        redis_reader, redis_writer = await asyncio.open_connection("127.0.0.1", target_port)
-        await asyncio.gather(pipe(client_reader, redis_writer), pipe(redis_reader, client_writer))
+        def send() -> None:
+            while True:
+                at, data = due.get()
+                if (wait := at - time.monotonic()) > 0:
+                    time.sleep(wait)
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                sink.sendall(data)
 
-    async def main() -> None:
-        server = await asyncio.start_server(relay, "127.0.0.1", port)
-        await server.serve_forever()
+        threading.Thread(target=send, daemon=True).start()
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                due.put((time.monotonic() + delay, data))
+        due.put((time.monotonic() + delay, b""))
 
-    uvloop.run(main())
+    def relay(client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", target_port))
+        for sock in (client, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    with socket.create_server(("127.0.0.1", port)) as server:
+        while True:
+            client, _ = server.accept()
+            threading.Thread(target=relay, args=(client,), daemon=True).start()
 
 
 # --- the load generator ---------------------------------------------------------------------------
