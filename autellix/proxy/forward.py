@@ -327,8 +327,8 @@ class Forwarder:
         self.refresh_loads(result.engine_loads)
         if self.mirror.replied(ticket, result):
             self.metrics.child(self.metrics.starts_ahead, "differed").inc()
-            expected = ticket.expected
-            log.info(
+            expected = ticket.expected  # debug: without session affinity this is once per program
+            log.debug(
                 "program %s: call %s went ahead with a context Redis did not confirm (another replica "
                 "serves the program too); its later calls wait for the table (sent: service %s, calls "
                 "%s started / %s done; Redis: %s, %d / %d)", result.program_id, result.call_id,
