@@ -187,6 +187,7 @@ class Forwarder:
         self.rng = rng or random.Random(0)
         self.loads: dict[str, int] = {}
         self.mirror = ProgramMirror()
+        self._outages = 0  # the store's outages the mirror has been cleared for (mirror rule 5)
         self._seq = itertools.count()
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
@@ -216,6 +217,9 @@ class Forwarder:
         call_id = f"{self.replica_id}-{next(self._seq)}"
         one_shot = identity.program_id is None
         program_id = identity.program_id or f"call-{call_id}"
+        if self._outages != self.store.outages:
+            self._outages = self.store.outages
+            self.mirror.clear()
         if one_shot:
             self.mirror.created(program_id, private=True)
         excluded: set[str] = set()
@@ -299,7 +303,11 @@ class Forwarder:
             return None
         had_pin = mirror.pin(start.program_id) is not None
         ticket = mirror.start(start.program_id, start.engine_id, start.pin, ahead=True)
-        if not self.store.start_ahead(start, time.time(), lambda result: self._ahead_replied(result, ticket)):
+
+        def replied(result: CallStartResult | None) -> None:
+            self._ahead_replied(start.program_id, result, ticket)
+
+        if not self.store.start_ahead(start, time.time(), replied):
             mirror.start_failed(start.program_id)  # counted a start that was never written
             return None
         expected = ticket.expected
@@ -319,10 +327,11 @@ class Forwarder:
             engine_loads=self.loads,
         )
 
-    def _ahead_replied(self, result: CallStartResult | None, ticket: StartTicket) -> None:
+    def _ahead_replied(self, program_id: str, result: CallStartResult | None, ticket: StartTicket) -> None:
         """Rule 2: Redis's answer to a start that went ahead; a difference is counted (mirror rule 4)."""
         if result is None:
             self.metrics.child(self.metrics.starts_ahead, "failed").inc()
+            self.mirror.start_failed(program_id)
             return
         self.refresh_loads(result.engine_loads)
         if self.mirror.replied(ticket, result):

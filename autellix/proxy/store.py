@@ -92,6 +92,7 @@ class ProgramStore:
         self._observe = observe or (lambda op, seconds, ok: None)
         self._on_degraded = on_degraded or (lambda degraded: None)
         self.degraded = False
+        self.outages = 0  # times the store degraded: what Redis kept across an outage is unknown
         self._local_calls: set[tuple[str, str]] = set()
         self._pending: deque[tuple[CallFinish, float, bool]] = deque(maxlen=MAX_PENDING_FINISHES)
 
@@ -125,6 +126,7 @@ class ProgramStore:
         self._observe(op, time.perf_counter() - started, False)
         if not self.degraded:
             self.degraded = True
+            self.outages += 1
             self._on_degraded(True)
             log.warning(
                 "Redis unreachable (%s: %s): serving from the local program table until it returns",

@@ -5,6 +5,7 @@ reports 2 s of execution, so that the priority context each call carried is know
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 
 from autellix.engine_adapters import protocol
 from autellix.launch import ServiceProcess
-from tests.integration.conftest import metric_value
+from tests.integration.conftest import RedisServer, metric_value
 from tests.integration.recording import RecordingEngine
 from tests.polling import wait_until
 
@@ -105,3 +106,29 @@ def test_with_starts_ahead_off_every_call_waits_for_redis(
         call(proxy, "patient")
     assert services_sent(sidecar) == [0.0, 2.0, 4.0]
     assert starts_ahead(proxy, "confirmed") + starts_ahead(proxy, "differed") == 0
+
+
+def test_a_stalled_redis_does_not_hold_up_a_call_that_goes_ahead(
+    proxy_factory: Callable[..., ServiceProcess],
+    redis_factory: Callable[..., RedisServer],
+    sidecar: RecordingEngine,
+) -> None:
+    server = redis_factory()
+    (proxy,) = replicas(proxy_factory, server.url, sidecar.url, 1, "--redis-timeout", "0.3")
+    for _ in range(2):
+        call(proxy, "steady")  # learnt from the first reply, ahead from the second call on
+    assert b"+OK" in server.command("CLIENT", "PAUSE", "3000", "ALL")
+    began = time.monotonic()
+    call(proxy, "steady")  # forwarded at once; its start waits in the paused Redis
+    assert time.monotonic() - began < 2.5  # answered while Redis still answered nobody
+    assert services_sent(sidecar)[-1] == 2 * EXEC
+    # the start's reply never comes: the link times out, the replica degrades, then recovers
+    assert wait_until(lambda: starts_ahead(proxy, "failed") == 1, 10)
+    assert wait_until(lambda: httpx.get(proxy.url + "/ready", timeout=10).status_code == 200, 15)
+    state = program_state(proxy, "steady")
+    assert state["in_flight"] == []  # the queued finish was replayed (or found its start dropped)
+    assert state["calls_completed"] in (2, 3)
+    # after an outage the replica trusts nothing it mirrored: the next call reads Redis (exact)
+    call(proxy, "steady")
+    assert services_sent(sidecar)[-1] == state["service_plas"]
+    assert starts_ahead(proxy, "differed") == 0

@@ -32,7 +32,9 @@ exact whenever it can tell that it is, and says so when it was not).
    So a context sent ahead is stale for at most the calls that went ahead before the first differing
    reply arrived (one, for a chain); the forwarder counts them.
 5. The pin comes from every reply. The mirror holds at most ``capacity`` programs (least recently
-   used first out) and forgets a program when it ends.
+   used first out), forgets a program when it ends, and everything after a Redis outage (Redis may
+   have lost or kept any of what was sent meanwhile). A start whose reply never came leaves its
+   program unknown until a later reply.
 
 Nothing here touches IO or the clock: the forwarder calls it around its table operations.
 """
@@ -193,3 +195,7 @@ class ProgramMirror:
     def forget(self, program_id: str) -> None:
         """Rule 5: the program ended."""
         self._entries.pop(program_id, None)
+
+    def clear(self) -> None:
+        """Rule 5: after an outage."""
+        self._entries.clear()
