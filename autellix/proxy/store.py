@@ -32,8 +32,9 @@ Theory of operation
    Redis Cluster table (not ordered) runs the finish as a task the caller should await.
 6. :meth:`ProgramStore.start_ahead` does the same for a start whose call goes ahead of its reply
    (``programs/mirror.py``): written on the ordered link at once, so everything this replica writes
-   later on the program is executed after it; its result arrives by future. Only on a healthy
-   standalone Redis; anywhere else the caller awaits :meth:`ProgramStore.start_call`.
+   later on the program is executed after it; its result reaches a callback (an error reply, even
+   ``NOSCRIPT``, counts as an outage there: nobody waits to retry it). Only on a healthy standalone
+   Redis; anywhere else the caller awaits :meth:`ProgramStore.start_call`.
 """
 
 from __future__ import annotations
