@@ -329,17 +329,23 @@ def start_redis(log_dir: Path) -> tuple[ServiceProcess, str]:
         "redis", args, f"redis://127.0.0.1:{port}/0", log_dir / "redis.log", die_with_parent=True
     )
     redis.launch()
+    wait_pong(redis, port)
+    return redis, redis.url
+
+
+def wait_pong(service: ServiceProcess, port: int) -> None:
+    """Until ``service`` answers Redis's PING on ``port`` (it is stopped if it never does)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
                 if sock.recv(16).startswith(b"+PONG"):
-                    return redis, redis.url
+                    return
         except OSError:
             time.sleep(0.05)
-    redis.stop()
-    raise SystemExit(f"redis-server did not answer on port {port}")
+    service.stop()
+    raise SystemExit(f"{service.name} did not answer PING on port {port}")
 
 
 def start_proxy(name: str, log_dir: Path, backend: str, extra: list[str]) -> ServiceProcess:
@@ -369,17 +375,8 @@ def start_relay(log_dir: Path, redis_url: str, delay_ms: float) -> ServiceProces
         die_with_parent=True,
     )
     relay.launch()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return relay
-        except OSError:
-            time.sleep(0.05)
-    relay.stop()
-    raise SystemExit("the Redis relay did not answer")
+    wait_pong(relay, port)
+    return relay
 
 
 def start_floor(log_dir: Path, backend: str) -> ServiceProcess:
