@@ -174,6 +174,11 @@ class ProgramMirror:
             entry.started, entry.completed = result.prior_calls + 1, result.completed_calls
         return differs
 
+    def pinned(self, program_id: str, engine_id: str | None) -> None:
+        """Rule 5 alone, where no call can go ahead (no shared table): only the pin is kept."""
+        if engine_id is not None:
+            self._entry(program_id).pin = engine_id
+
     def start_failed(self, program_id: str) -> None:
         """A start whose reply never came (an outage): what Redis holds is unknown now."""
         entry = self._entries.get(program_id)
