@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from autellix.api_errors import ApiError
 from autellix.engine_adapters.accounting import Usage, compute_report
 from autellix.engine_adapters.protocol import HEADER_PREFIX, REPORT_HEADER, CompletionReport
 from autellix.engine_adapters.scheduling import Admission
@@ -41,8 +42,10 @@ _RESPONSE_DROPPED = frozenset(
 )
 
 
-class SidecarError(Exception):
-    """An error answered as OpenAI-style JSON: ``{"error": {"message", "type", "param", "code"}}``."""
+class SidecarError(ApiError):
+    """An error answered in vLLM's words: ``{"error": {"message", "type", "param", "code"}}`` with
+    ``type`` such as ``BadRequestError`` and the status as ``code`` (or in Anthropic's shape on the
+    Messages routes, autellix/api_errors.py)."""
 
     def __init__(
         self,
@@ -52,22 +55,7 @@ class SidecarError(Exception):
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.error_type = error_type
-        self.param = param
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.status,
-            }
-        }
+        super().__init__(status, message, code=status, param=param, headers=headers, error_type=error_type)
 
 
 def error_response(error: SidecarError) -> web.Response:

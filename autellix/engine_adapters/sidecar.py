@@ -38,6 +38,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from autellix.api_errors import unauthorized
 from autellix.auth import KeyRing, forwards_client_authorization, read_key_file, requires_key
 from autellix.engine_adapters.accounting import estimate_input_tokens
 from autellix.engine_adapters.admission import AdmissionWindow
@@ -57,7 +58,6 @@ from autellix.engine_adapters.protocol import CallContext, ProtocolError, decode
 from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough_get
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
-from autellix.proxy.errors import unauthorized
 from autellix.serving import reload_keys, run_service, serve_app
 
 log = logging.getLogger("autellix.sidecar")

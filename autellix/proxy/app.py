@@ -38,12 +38,12 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from autellix.api_errors import ApiError, bad_request, error_body, unauthorized
 from autellix.auth import KeyRing, bearer, forwards_client_authorization, read_key_file, requires_key
 from autellix.serving import reload_keys, run_service, serve_app
 
 from .backends import BackendPool
 from .config import ProxySettings
-from .errors import ApiError, bad_request, error_body, unauthorized
 from .forward import Forwarder, ForwardSettings
 from .headers import without_authorization
 from .identity import IdentityError, check_id
@@ -88,7 +88,7 @@ GUARD = web.AppKey("guard", Guard)
 def error_response(
     status: int,
     message: str,
-    code: str | None = None,
+    code: str | int | None = None,
     param: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import ApiError, bad_request
+from autellix.api_errors import ApiError, bad_request
+
 from .tokens import chat_tokens, prompt_tokens
 
 PREFIX_CHARS = 4096

@@ -69,6 +69,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from autellix.api_errors import ApiError, bad_request
 from autellix.engine_adapters.protocol import (
     REPORT_HEADER,
     CallContext,
@@ -79,7 +80,6 @@ from autellix.engine_adapters.protocol import (
 
 from .backends import Backend, BackendPool
 from .body import CallBody, Kind, parse_call_body
-from .errors import ApiError, bad_request
 from .headers import client_headers, upstream_headers
 from .identity import IdentityError, extract_identity
 from .metrics import ProxyMetrics

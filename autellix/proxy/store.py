@@ -50,7 +50,8 @@ from typing import Any, Literal, TypeVar
 from redis.exceptions import RedisError
 
 from .programs import CallFinish, CallStart, CallStartResult, MemoryProgramTable, ProgramState
-from .programs.redis_table import RedisProgramTable, finish_summary, start_reply
+from .programs.redis_scripts import finish_summary, start_reply
+from .programs.redis_table import RedisProgramTable
 from .programs.rules import new_program
 
 log = logging.getLogger("autellix.proxy.table")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from autellix.api_errors import ApiError, error_body
 from autellix.proxy.body import PREFIX_CHARS, parse_call_body
-from autellix.proxy.errors import ApiError, error_body
 from autellix.proxy.tokens import PER_MESSAGE_TOKENS, chat_tokens, prompt_tokens, text_tokens
 
 

@@ -10,7 +10,15 @@ import pytest
 import autellix.proxy
 
 FORBIDDEN = {"asyncio", "aiohttp", "redis", "time", "socket", "threading", "random", "httpx"}
-PURE = ["identity.py", "tokens.py", "body.py", "sse.py", "headers.py", "errors.py"]
+PURE = [
+    "identity.py",
+    "tokens.py",
+    "body.py",
+    "sse.py",
+    "headers.py",
+    "../api_errors.py",
+    "programs/redis_scripts.py",
+]
 ROOT = Path(autellix.proxy.__file__).parent
 
 
