@@ -1,8 +1,9 @@
 """``autellix proxy``: the aiohttp wiring of the program-aware front end (DESIGN.md §1, §3, §5).
 
-Only wiring lives here: routes, the app's lifetime (``cleanup_ctx`` owns the upstream ``ClientSession``,
-the Redis pool and the background tasks), errors as OpenAI-style JSON, and metrics per request. The call
-path is :mod:`.forward`; the program table is :mod:`.store`.
+Only wiring lives here: routes, the app's lifetime (``cleanup_ctx`` owns the upstream transport, the
+Redis pool and the background tasks), errors in each route's API shape (OpenAI's; Anthropic's on the
+Messages routes), and metrics per request. The call path is :mod:`.calls` (one module per API under
+:mod:`.apis`); the program table is :mod:`.store`.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models`` (the union of the
 backends' models), ``POST /v1/programs`` (start a program: ``{"id": ...}``), ``GET /v1/programs/{id}``
@@ -38,20 +39,27 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from autellix.api_errors import ApiError, bad_request, error_body, unauthorized
+from autellix.api_errors import ApiError, ErrorShape, bad_request, error_body, unauthorized
 from autellix.auth import KeyRing, bearer, forwards_client_authorization, read_key_file, requires_key
 from autellix.serving import reload_keys, run_service, serve_app
 
+from .apis import APIS, Api, error_shape_of
+from .attempt import Ledger
 from .backends import BackendPool
+from .background import BackgroundTasks
+from .calls import CallPath, CallSettings
 from .config import ProxySettings
-from .forward import Forwarder, ForwardSettings
+from .exchange import Exchange
+from .failover import FailoverTable, LocalProgramTable
 from .headers import without_authorization
 from .identity import IdentityError, check_id
 from .metrics import ProxyMetrics
-from .programs import ProgramExpiry, ProgramState
+from .programs import CallFinish, ProgramExpiry, ProgramState
 from .programs.redis_table import RedisProgramTable
+from .relay import StreamRelay
 from .routing import get_router
-from .store import LocalProgramTable, ProgramStore
+from .store import ProgramStore, StoreEvents
+from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger("autellix.proxy")
 
@@ -65,10 +73,11 @@ class Proxy:
 
     settings: ProxySettings
     metrics: ProxyMetrics
-    session: aiohttp.ClientSession
+    transport: Transport
     pool: BackendPool
     store: ProgramStore
-    forwarder: Forwarder
+    calls: CallPath
+    background: BackgroundTasks
     replica_id: str
 
 
@@ -91,34 +100,37 @@ def error_response(
     code: str | int | None = None,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    shape: ErrorShape = "openai",
 ) -> web.Response:
-    body = error_body(status, message, code=code, param=param)
+    body = error_body(status, message, code=code, param=param, shape=shape)
     return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes OpenAI-style JSON; the request is counted by route and status."""
+    """Every failure becomes JSON in the route's API shape; the request is counted by route and status."""
     metrics = request.app[METRICS]
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
+    shape = error_shape_of(request.path)
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.message, exc.code, exc.param, exc.headers)
+        response = error_response(exc.status, exc.message, exc.code, exc.param, exc.headers, shape)
     except web.HTTPRequestEntityTooLarge as exc:
-        response = error_response(413, f"Request body is too large ({exc.text})", "body_too_large")
+        message = f"Request body is too large ({exc.text})"
+        response = error_response(413, message, "body_too_large", shape=shape)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = "not_found" if exc.status == 404 else "method_not_allowed" if exc.status == 405 else None
-        response = error_response(exc.status, exc.reason, code)
+        response = error_response(exc.status, exc.reason, code, shape=shape)
     except asyncio.CancelledError:
         metrics.requests.labels(route, "499").inc()
         raise
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        response = error_response(500, "Internal proxy error", "internal_error")
+        response = error_response(500, "Internal proxy error", "internal_error", shape=shape)
     metrics.child(metrics.requests, route, str(response.status)).inc()
     return response
 
@@ -155,12 +167,14 @@ def make_guard(settings: ProxySettings) -> Guard:
     return Guard(ring, forwards_client_authorization(ring.keys.enabled, settings.backend_api_key))
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[PROXY].forwarder.handle(request, "chat", "/v1/chat/completions")
+def generation_route(api: Api) -> Handler:
+    """The handler of one generation API: the call path, the same for every API."""
 
+    async def generate(request: web.Request) -> web.StreamResponse:
+        return await request.app[PROXY].calls.handle(request, api)
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[PROXY].forwarder.handle(request, "completion", "/v1/completions")
+    generate.__name__ = f"generate_{api.name}"
+    return generate
 
 
 async def models(request: web.Request) -> web.Response:
@@ -223,8 +237,6 @@ async def create_program(request: web.Request) -> web.Response:
     else:
         program_id = f"prog-{secrets.token_hex(12)}"
     created = await proxy.store.create(program_id, time.time())
-    if created and proxy.store.mode != "degraded":
-        proxy.forwarder.mirror.created(program_id)  # its first call can go ahead (mirror.py rule 1)
     return web.json_response({"id": program_id, "object": "program", "created": created}, status=201)
 
 
@@ -239,7 +251,6 @@ async def get_program(request: web.Request) -> web.Response:
 async def delete_program(request: web.Request) -> web.Response:
     proxy = request.app[PROXY]
     program_id = _program_id(request)
-    proxy.forwarder.mirror.forget(program_id)
     state = await proxy.store.end(program_id, time.time())
     if state is None:
         raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
@@ -259,7 +270,9 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
             log.exception("background task failed")
 
 
-def build_store(settings: ProxySettings, replica_id: str, metrics: ProxyMetrics) -> ProgramStore:
+def build_store(
+    settings: ProxySettings, replica_id: str, metrics: ProxyMetrics, background: BackgroundTasks
+) -> ProgramStore:
     expiry = ProgramExpiry(idle_ttl=settings.program_ttl, stuck_ttl=settings.stuck_ttl)
     redis = None
     if settings.redis_url is not None:
@@ -272,15 +285,45 @@ def build_store(settings: ProxySettings, replica_id: str, metrics: ProxyMetrics)
             lease_ttl=settings.lease_ttl,
             socket_timeout=settings.redis_timeout,
         )
-    return ProgramStore(
+    tables = FailoverTable(
         redis,
         LocalProgramTable(expiry),
         metrics.observe_table,
         lambda degraded: metrics.table_degraded.set(1 if degraded else 0),
     )
 
+    def on_finish(finish: CallFinish) -> None:
+        metrics.call_exec.observe(max(0.0, finish.exec_time))
+        metrics.call_wait.observe(max(0.0, finish.queue_wait))
 
-def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> web.Application:
+    def on_program_end(service: float, wait: float) -> None:
+        metrics.program_service.observe(service)
+        metrics.program_wait.observe(wait)
+
+    events = StoreEvents(
+        on_start_ahead=lambda outcome: metrics.child(metrics.starts_ahead, outcome).inc(),
+        on_finish=on_finish,
+        on_program_end=on_program_end,
+    )
+    return ProgramStore(tables, starts_ahead=settings.starts_ahead, events=events, background=background)
+
+
+def upstream_session(settings: ProxySettings) -> aiohttp.ClientSession:
+    """The one pooled session every backend is reached through (the production transport's)."""
+    backend_key = settings.backend_api_key
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
+        auto_decompress=False,
+        # one session serves every client: a backend's Set-Cookie must not ride on other clients' calls
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"Authorization": bearer(backend_key)} if backend_key is not None else None,
+    )
+
+
+def create_app(
+    settings: ProxySettings, metrics: ProxyMetrics | None = None, transport: Transport | None = None
+) -> web.Application:
+    """The proxy app; ``transport`` replaces the real upstream (tests: transport.MockTransport)."""
     metrics = metrics or ProxyMetrics()
     guard = make_guard(settings)
     # An open proxy that forwards the client's Authorization (no keys, no key file, no backend key) has
@@ -297,64 +340,63 @@ def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> 
             log.info("API keys: %d accepted; /health, /ready and /metrics stay open", len(guard.ring.keys))
         else:
             log.info("no --api-key or --api-key-file: the proxy is open, every client is accepted")
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)
-        backend_key = settings.backend_api_key
-        session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            # one session serves every client: a backend's Set-Cookie must not ride on other clients' calls
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"Authorization": bearer(backend_key)} if backend_key is not None else None,
-        )
+        session: aiohttp.ClientSession | None = None
+        upstream = transport
+        if upstream is None:
+            session = upstream_session(settings)
+            upstream = AiohttpTransport(session, settings.connect_timeout, settings.read_timeout)
 
         def on_backend(backend: Any) -> None:
             metrics.backend_healthy.labels(backend.engine_id).set(1 if backend.healthy else 0)
 
         pool = BackendPool(
             settings.backends(),
-            session,
+            upstream,
             interval=settings.health_check_interval,
             timeout=settings.health_check_timeout,
             failure_threshold=settings.health_failure_threshold,
             success_threshold=settings.health_success_threshold,
             on_change=on_backend,
         )
-        store = build_store(settings, replica_id, metrics)
+        background = BackgroundTasks()
+        store = build_store(settings, replica_id, metrics, background)
         if store.redis is None:
             log.info("no --redis-url: programs live in this process's memory (one replica only)")
         else:
-            try:
-                await store.redis.connect()
+            await store.connect()
+            if not store.degraded:
                 log.info("program table in Redis at %s (replica %s)", settings.redis_url, replica_id)
-            except Exception as exc:
-                store.degraded = True
-                log.warning("Redis unreachable at start-up (%s): degraded to the local program table", exc)
         metrics.table_degraded.set(1 if store.degraded else 0)
         router = get_router(settings.router_config(), rng=random.Random(0))
-        forwarder = Forwarder(
-            session,
+        ledger = Ledger(store, metrics, background)
+        exchange = Exchange(
+            upstream,
+            pool,
+            ledger,
+            StreamRelay(ledger, metrics, background),
+            metrics,
+            owns_upstream_credential=not guard.forward_authorization,
+        )
+        calls = CallPath(
             pool,
             store,
             router,
+            exchange,
+            ledger,
             metrics,
-            ForwardSettings(
-                settings.retries,
-                settings.retry_backoff,
-                settings.connect_timeout,
-                settings.read_timeout,
-                owns_upstream_credential=not guard.forward_authorization,
-                starts_ahead=settings.starts_ahead,
-            ),
+            CallSettings(settings.retries, settings.retry_backoff),
             replica_id,
             random.Random(),
         )
-        app[PROXY] = Proxy(settings, metrics, session, pool, store, forwarder, replica_id)
+        app[PROXY] = Proxy(settings, metrics, upstream, pool, store, calls, background, replica_id)
         await pool.check_all()
 
         async def maintain() -> None:
             await store.maintain()
             metrics.table_degraded.set(1 if store.degraded else 0)
-            forwarder.refresh_loads(await store.engine_loads(), export=True)
+            store.refresh_loads(await store.engine_loads())
+            for engine in pool.by_id:
+                metrics.child(metrics.engine_load, engine).set(store.loads.get(engine, 0))
 
         async def collect() -> None:
             expired = await store.gc(time.time())
@@ -379,14 +421,14 @@ def create_app(settings: ProxySettings, metrics: ProxyMetrics | None = None) -> 
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if forwarder.background:
-            await asyncio.wait(forwarder.background, timeout=5.0)
-        await session.close()
+        await background.wait(timeout=5.0)
+        if session is not None:
+            await session.close()
         await store.aclose()
 
     app.cleanup_ctx.append(lifetime)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
+    for api in APIS:
+        app.router.add_post(api.path, generation_route(api))
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/programs", create_program)
     app.router.add_get("/v1/programs/{program_id}", get_program)

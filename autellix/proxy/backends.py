@@ -14,7 +14,7 @@ Theory of operation
    engines still loading are not slowed down). A refused connection counts like any other failure
    rather than ejecting at once: its call is retried on another backend before the first byte, so
    waiting for the threshold costs retries, not errors, and a restart blip keeps the backend (errors
-   of our own host, out of sockets or ports, are not counted at all: forward.py rule 4).
+   of our own host, out of sockets or ports, are not counted at all: transport.py rule 1).
 3. Models: a healthy backend's ``GET /v1/models`` is read on its first passing check and then every
    ``models_every`` checks. The lists are kept while a backend is down (it will serve the same models
    when it returns), so a model is *known* once any backend has listed it.
@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
+from .transport import Transport, TransportError, UpstreamBroken, UpstreamRequest, UpstreamUnavailable
 
 log = logging.getLogger("autellix.proxy.backends")
 
@@ -89,7 +90,7 @@ class BackendPool:
     def __init__(
         self,
         backends: Sequence[tuple[str, str]],
-        session: aiohttp.ClientSession,
+        transport: Transport,
         *,
         interval: float = 2.0,
         timeout: float = 1.0,
@@ -101,9 +102,9 @@ class BackendPool:
         self.backends = [Backend(engine_id, url) for engine_id, url in backends]
         self.by_id = {backend.engine_id: backend for backend in self.backends}
         self.thresholds = HealthThresholds(failure_threshold, success_threshold)
-        self._session = session
+        self._transport = transport
         self._interval = interval
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._models_every = max(1, models_every)
         self._on_change = on_change or (lambda backend: None)
 
@@ -148,25 +149,33 @@ class BackendPool:
         if backend is not None and backend.health.admitted:
             self.observe(backend, False, reason, "a call")
 
+    async def _get(self, url: str) -> tuple[int, bytes]:
+        reply = await self._transport.send(UpstreamRequest("GET", url, timeout=self._timeout))
+        try:
+            data = await reply.read()
+        except BaseException:
+            reply.close()
+            raise
+        reply.release()
+        return reply.status, data
+
     async def check(self, backend: Backend) -> None:
         try:
             # A sidecar's /ready fails while its engine is down (its /health only says the sidecar
             # lives); engines without /ready (vLLM, SGLang) answer 404 and are asked /health instead.
             path = backend.health_path
-            async with self._session.get(backend.url + path, timeout=self._timeout) as reply:
-                await reply.read()
-                status = reply.status
+            status, _ = await self._get(backend.url + path)
             if status == 404 and path == "/ready":
                 backend.health_path = path = "/health"
-                async with self._session.get(backend.url + path, timeout=self._timeout) as reply:
-                    await reply.read()
-                    status = reply.status
+                status, _ = await self._get(backend.url + path)
             ok = 200 <= status < 300
             error = None if ok else f"{path} answered {status}"
-        except TimeoutError:
-            ok, error = False, f"no answer within {self._timeout.total} s"
-        except (aiohttp.ClientError, OSError) as exc:
-            ok, error = False, f"{type(exc).__name__}: {exc}"
+        except TransportError as exc:
+            timed_out = (isinstance(exc, UpstreamUnavailable) and exc.kind == "timeout") or (
+                isinstance(exc, UpstreamBroken) and exc.timed_out
+            )
+            reason = exc.reason if isinstance(exc, UpstreamUnavailable) else str(exc)
+            ok, error = False, f"no answer within {self._timeout} s" if timed_out else reason
         if ok and (not backend.models or backend.checks % self._models_every == 0):
             await self._read_models(backend)
         backend.checks += 1
@@ -174,11 +183,11 @@ class BackendPool:
 
     async def _read_models(self, backend: Backend) -> None:
         try:
-            async with self._session.get(backend.url + "/v1/models", timeout=self._timeout) as reply:
-                if reply.status != 200:
-                    return
-                data = await reply.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            status, raw = await self._get(backend.url + "/v1/models")
+            if status != 200:
+                return
+            data = json.loads(raw)
+        except (TransportError, ValueError):
             return
         cards = data.get("data") if isinstance(data, dict) else None
         if isinstance(cards, list):

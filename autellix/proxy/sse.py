@@ -1,4 +1,5 @@
-"""Strip the sidecar's completion report from an SSE byte stream, without buffering (pure code).
+"""Strip the sidecar's completion report from an SSE byte stream, without buffering, and see where the
+stream ends (pure code).
 
 Theory of operation (DESIGN.md §3; engine_adapters/protocol.py rule 2)
 --------------------------------------------------------------------
@@ -21,6 +22,7 @@ it (so that the program table is updated before the client can send the program'
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -132,3 +134,69 @@ class ReportStripper:
         self._payload = b""
         self._mode = _Mode.NORMAL
         return out
+
+
+_SEARCH, _LINE, _LINE_START, _IN_LINE = range(4)
+_CR, _LF = 0x0D, 0x0A
+_TAIL = 64  # longer than any announcing line: a line split across segments is still found
+
+
+class StreamEnd:
+    """Watches the bytes sent to a client for the stream's last event (call path rule 7).
+
+    The last event starts with a line the API names (``data: [DONE]`` for chat and completions,
+    ``event: response.completed`` and its kin for Responses, ``event: message_stop`` for Messages): the
+    ``line`` pattern, which starts with ``\\n`` (a line start) and always contains ``marker``.
+
+    ``announced``: the client has (or is about to get) that line; ``complete``: also the rest of its
+    event, up to the blank line that ends it. A line starts after a newline, and such a line inside a
+    JSON string never does (JSON escapes newlines), so generated text cannot end a stream early. The
+    announcing line must end where the pattern does (``data: [DONE]x`` announces, but ends nothing).
+    """
+
+    __slots__ = ("_line", "_marker", "_state", "_tail", "announced", "complete")
+
+    def __init__(self, line: re.Pattern[bytes], marker: bytes) -> None:
+        self._line = line
+        self._marker = marker
+        self._state = _SEARCH
+        self._tail = b"\n"  # the stream's start is a line start
+        self.announced = False
+        self.complete = False
+
+    def sees(self, segment: bytes) -> bool:
+        """Take ``segment``, about to be sent; True once the last event is announced."""
+        data, i = segment, 0
+        while i < len(data) and not self.complete:
+            state = self._state
+            if state == _SEARCH:
+                window = self._tail + data[i:]
+                found = self._line.search(window) if self._marker in window else None
+                if found is None:
+                    self._tail = window[-_TAIL:]
+                    break
+                self.announced = True
+                self._state, self._tail = _LINE, b""
+                data, i = window[found.end() :], 0
+            elif state == _LINE:  # the rest of the announcing line: nothing but its end
+                byte = data[i]
+                if byte == _LF:
+                    self._state = _LINE_START
+                elif byte != _CR:
+                    self._state = _SEARCH  # another line after all (the next match needs a newline)
+                    continue
+                i += 1
+            elif state == _LINE_START:
+                byte = data[i]
+                if byte == _LF:
+                    self.complete = True
+                elif byte != _CR:
+                    self._state = _IN_LINE
+                    continue
+                i += 1
+            else:
+                end = data.find(b"\n", i)
+                if end < 0:
+                    break
+                self._state, i = _LINE_START, end + 1
+        return self.announced

@@ -1,335 +1,304 @@
-"""The proxy's program table: Redis when configured, in-process memory otherwise, and memory as the
-fallback while Redis is down.
+"""The program table as the call path sees it: one interface for starts, finishes and programs.
 
 Theory of operation
 -------------------
-1. Without a Redis URL every operation goes to a :class:`LocalProgramTable` (the in-memory table of
-   :mod:`.programs.memory`); each replica then has its own programs, which is right for one replica.
-2. With Redis, every operation goes to the :class:`~.programs.redis_table.RedisProgramTable`. The first
-   failure of an operation (connection refused, timeout, any Redis error) switches the store to
-   *degraded*: a warning is logged and from then on calls start in the local table, so the proxy keeps
-   serving with program-local state. Nothing is retried against Redis on the hot path; instead
-   :meth:`ProgramStore.maintain` (run every second or so) pings Redis and, when it answers, switches
-   back (a second log line says so).
-3. What is kept and what is lost across an outage:
-   - finishes of calls that had started on Redis and ended during the outage are queued (up to
-     :data:`MAX_PENDING_FINISHES`) and replayed when Redis returns; finishes are idempotent (rule 4), so
-     a replay never double-counts, and one whose program expired meanwhile is simply dropped;
-   - calls that started during the outage live in the local table until they finish; their programs'
-     service, waits and pins are NOT merged into Redis (the program restarts from what Redis had, so the
-     priority of a program that ran during the outage is too high for a while, never too low);
-   - engine loads: while degraded, a replica sees only its own calls (least-used is local);
-   - if the outage outlasts the replica's lease, other replicas release its Redis calls (their counts
-     and in-flight entries); their late finishes are then no-ops.
-4. Each call remembers where it started (``(program, call)`` in ``_local_calls``), so its finish goes
-   to the same table whatever happened in between.
-5. :meth:`ProgramStore.finish_soon` records a finish without suspending the caller whenever it can:
-   in memory (and for a call of the local table) it is applied at once; on a standalone Redis it is
-   written on the table's ordered link at once (``ordered`` is True: every later start or finish of
-   this replica is executed after it) and its outcome is handled by a callback (an outage queues it
-   as in rule 3). The returned future gives the ended program's ``(service, wait)`` (None when the
-   program goes on); the caller need not await it, and cancelling its wait changes nothing. Only a
-   Redis Cluster table (not ordered) runs the finish as a task the caller should await.
-6. :meth:`ProgramStore.start_ahead` does the same for a start whose call goes ahead of its reply
-   (``programs/mirror.py``): written on the ordered link at once, so everything this replica writes
-   later on the program is executed after it; its result reaches a callback (an error reply, even
-   ``NOSCRIPT``, counts as an outage there: nobody waits to retry it). Only on a healthy standalone
-   Redis; anywhere else the caller awaits :meth:`ProgramStore.start_call`.
+The call path asks three things of the table per call: where the program is pinned (to route), the
+call's priority context (to forward), and to record how the call went (so the next call sees it). It
+should not have to know which table answers, whether Redis is down, or whether a start's reply has to
+be waited for. This store answers those questions; underneath it are the tables of :mod:`.failover`
+(memory, Redis, memory while Redis is down) and this replica's :class:`~.programs.mirror.ProgramMirror`.
+
+1. :meth:`ProgramStore.prepare` once per call, before anything else: after a Redis outage the mirror is
+   cleared (mirror rule 5: Redis may have kept or lost any of what was sent meanwhile), and a program
+   this replica just named for a call without a program id is known to be new (mirror rule 1).
+2. :meth:`ProgramStore.start` returns the call's :class:`~.programs.CallStartResult`. On a healthy
+   standalone Redis (``--starts-ahead``, the default), when the mirror is exact for the program and the
+   start decides no pin (mirror rule 3), the start is written on the ordered link and the result is the
+   mirrored one at once ("ahead"); Redis's reply is checked when it comes (mirror rule 4) and its
+   outcome (``confirmed``, ``differed``, ``failed``) reported to ``on_start_ahead``. Otherwise the
+   table's answer is awaited: with memory only the pin is mirrored; with Redis the reply makes the
+   mirror exact (mirror rule 1), and a reply from the local table while degraded makes it unknown.
+3. A start awaited on Redis is given back when its caller is cancelled (the client left): on the
+   ordered link a failed finish is written behind it at once (Redis executes it after the start); on
+   a Redis Cluster the start is shielded and the failed finish follows it in the background.
+4. :meth:`ProgramStore.finish` records a finish before it returns (failover.py rule 5: memory has
+   applied it; a standalone Redis has it written on the ordered link, so this replica's next start of
+   the program is executed after it); only an unordered table (Redis Cluster) is awaited, shielded,
+   so that a cancellation cannot lose it. :meth:`ProgramStore.finish_soon` is the same without the
+   wait. Every finish advances the mirror (mirror rule 2) and is reported to ``on_finish``; a finish
+   that ends its program forgets it and reports the ended program's ``(service, wait)`` to
+   ``on_program_end`` when the table answers.
+5. ``loads`` is this replica's view of the fleet's outstanding calls per engine, for routing: every
+   start's reply replaces it, :meth:`count_routed` adds a call at once (calls arriving together spread
+   out before their replies return), and the app refreshes it every second.
+6. :meth:`ProgramStore.create` (``POST /v1/programs``) makes the mirror exact for a program it created
+   on a reachable table, so the program's first call can go ahead; :meth:`ProgramStore.end` forgets it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
 
-from redis.exceptions import RedisError
-
-from .programs import CallFinish, CallStart, CallStartResult, MemoryProgramTable, ProgramState
-from .programs.redis_scripts import finish_summary, start_reply
+from .background import BackgroundTasks, settle
+from .failover import Ended, FailoverTable, LocalProgramTable
+from .programs import CallFinish, CallStart, CallStartResult, ProgramState
+from .programs.mirror import ProgramMirror, StartTicket
 from .programs.redis_table import RedisProgramTable
-from .programs.rules import new_program
 
 log = logging.getLogger("autellix.proxy.table")
 
-MAX_PENDING_FINISHES = 10_000
-T = TypeVar("T")
-Ended = tuple[float, float]  # an ended program's (service, wait)
-TableObserver = Callable[[str, float, bool], None]
-_OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
+
+def _ignore(*_args: object) -> None:
+    return None
 
 
-class LocalProgramTable(MemoryProgramTable):
-    """The in-memory table plus what the proxy needs beyond the protocol: create, finish-and-end."""
+@dataclass(frozen=True, slots=True)
+class StoreEvents:
+    """What the store tells its owner (the app turns these into metrics)."""
 
-    def create(self, program_id: str, now: float) -> bool:
-        if program_id in self:
-            return False
-        self._programs[program_id] = new_program(program_id, now)
-        return True
-
-    def finish_and_maybe_end(self, finish: CallFinish, now: float, end_program: bool) -> ProgramState | None:
-        state = self.finish_call(finish, now)
-        if state is not None and end_program:
-            self.end(finish.program_id, now)
-        return state
+    on_start_ahead: Callable[[str], None] = _ignore  # rule 2: confirmed, differed, failed
+    on_finish: Callable[[CallFinish], None] = _ignore  # rule 4: every finish recorded
+    on_program_end: Callable[[float, float], None] = _ignore  # rule 4: an ended program's service, wait
 
 
 class ProgramStore:
-    """What the proxy's handlers call (see the module doc for the rules)."""
+    """Rules 1-6 over a :class:`~.failover.FailoverTable`."""
 
     def __init__(
         self,
-        redis: RedisProgramTable | None,
-        local: LocalProgramTable,
-        observe: TableObserver | None = None,
-        on_degraded: Callable[[bool], None] | None = None,
+        tables: FailoverTable,
+        *,
+        starts_ahead: bool = True,
+        events: StoreEvents | None = None,
+        background: BackgroundTasks | None = None,
+        mirror: ProgramMirror | None = None,
     ) -> None:
-        self.redis = redis
-        self.local = local
-        self._observe = observe or (lambda op, seconds, ok: None)
-        self._on_degraded = on_degraded or (lambda degraded: None)
-        self.degraded = False
-        self.outages = 0  # times the store degraded: what Redis kept across an outage is unknown
-        self._local_calls: set[tuple[str, str]] = set()
-        self._pending: deque[tuple[CallFinish, float, bool]] = deque(maxlen=MAX_PENDING_FINISHES)
+        self.tables = tables
+        self.starts_ahead = starts_ahead
+        self.events = events or StoreEvents()
+        self.background = background if background is not None else BackgroundTasks()
+        self.mirror = mirror if mirror is not None else ProgramMirror()
+        self.loads: dict[str, int] = {}
+        self._outages = tables.outages  # the outages the mirror has been cleared for (rule 1)
+
+    # --- what the tables are ---------------------------------------------------------------------
 
     @property
     def mode(self) -> Literal["memory", "redis", "degraded"]:
-        if self.redis is None:
-            return "memory"
-        return "degraded" if self.degraded else "redis"
+        return self.tables.mode
 
     @property
     def reachable(self) -> bool:
-        return self.redis is None or not self.degraded
+        return self.tables.reachable
 
     @property
-    def ordered(self) -> bool:
-        """Rule 5: a finish is recorded (or written, in order) before :meth:`finish_soon` returns."""
-        return self.redis is None or self.redis.ordered
-
-    async def _on_redis(self, op: str, action: Callable[[RedisProgramTable], Awaitable[T]]) -> T:
-        assert self.redis is not None
-        started = time.perf_counter()
-        try:
-            result = await action(self.redis)
-        except _OUTAGE as exc:
-            self._failed(op, started, exc)
-            raise
-        self._observe(op, time.perf_counter() - started, True)
-        return result
-
-    def _failed(self, op: str, started: float, exc: BaseException) -> None:
-        self._observe(op, time.perf_counter() - started, False)
-        if not self.degraded:
-            self.degraded = True
-            self.outages += 1
-            self._on_degraded(True)
-            log.warning(
-                "Redis unreachable (%s: %s): serving from the local program table until it returns",
-                type(exc).__name__,
-                exc,
-            )
-
-    def _use_redis(self) -> bool:
-        return self.redis is not None and not self.degraded
-
-    async def start_call(self, start: CallStart, now: float) -> CallStartResult:
-        if self._use_redis():
-            try:
-                return await self._on_redis("start_call", lambda t: t.start_call(start, now))
-            except _OUTAGE:
-                pass
-        if self.redis is not None:
-            self._local_calls.add((start.program_id, start.call_id))
-        return self.local.start_call(start, now)
+    def degraded(self) -> bool:
+        return self.tables.degraded
 
     @property
-    def can_start_ahead(self) -> bool:
-        """Rule 6: a healthy standalone Redis, where :meth:`start_ahead` normally succeeds."""
-        return self.redis is not None and not self.degraded and self.redis.ordered
+    def redis(self) -> RedisProgramTable | None:
+        return self.tables.redis
 
-    def start_ahead(
-        self, start: CallStart, now: float, on_reply: Callable[[CallStartResult | None], None]
-    ) -> bool:
-        """Rule 6: write ``start`` on the ordered link without waiting; ``on_reply`` gets its result
-        later (None: no reply came, an outage, rule 2). False when that cannot be done (memory,
-        degraded, cluster, link down): then await :meth:`start_call`. The call's finish goes the way of
-        every finish of a call started on Redis (rule 3)."""
-        if not self.can_start_ahead:
-            return False
-        assert self.redis is not None
-        started = time.perf_counter()
-        try:
-            reply = self.redis.send_start(start, now)
-        except _OUTAGE:
-            return False
+    @property
+    def local(self) -> LocalProgramTable:
+        return self.tables.local
 
-        def settle(reply: asyncio.Future[Any]) -> None:
-            exc = asyncio.CancelledError() if reply.cancelled() else reply.exception()
-            if exc is not None:
-                self._failed("start_call", started, exc)
-                on_reply(None)
-                return
-            self._observe("start_call", time.perf_counter() - started, True)
-            on_reply(start_reply(start, reply.result()))
+    # --- the call path ---------------------------------------------------------------------------
 
-        reply.add_done_callback(settle)
-        return True
+    def prepare(self, program_id: str, one_shot: bool) -> None:
+        """Rule 1."""
+        if self._outages != self.tables.outages:
+            self._outages = self.tables.outages
+            self.mirror.clear()
+        if one_shot:
+            self.mirror.created(program_id, private=True)
 
-    async def finish_call(
-        self, finish: CallFinish, now: float, *, end_program: bool = False
-    ) -> ProgramState | None:
-        key = (finish.program_id, finish.call_id)
-        if self.redis is None or key in self._local_calls:
-            self._local_calls.discard(key)
-            return self.local.finish_and_maybe_end(finish, now, end_program)
-        if self.degraded:
-            self._pending.append((finish, now, end_program))
-            return None
-        try:
-            return await self._on_redis(
-                "finish_call", lambda t: t.finish_call(finish, now, end_program=end_program)
-            )
-        except _OUTAGE:
-            self._pending.append((finish, now, end_program))
-            return None
+    def pin(self, program_id: str) -> str | None:
+        """The program's pin as this replica knows it (routing follows it; the table has the last word)."""
+        return self.mirror.pin(program_id)
+
+    def refresh_loads(self, loads: Mapping[str, int]) -> None:
+        """Rule 5."""
+        self.loads = dict(loads)
+
+    def count_routed(self, engine_id: str) -> None:
+        """Rule 5: a call routed to ``engine_id`` counts in this replica's view at once."""
+        self.loads[engine_id] = self.loads.get(engine_id, 0) + 1
+
+    async def start(self, start: CallStart, now: float, *, one_shot: bool) -> CallStartResult:
+        """Rules 2-3."""
+        if self.starts_ahead and self.tables.can_start_ahead:
+            result = self._start_ahead(start, now)
+            if result is not None:
+                return result
+        return await self._start_and_wait(start, now, one_shot)
 
     def finish_soon(
-        self, finish: CallFinish, now: float, *, end_program: bool = False
+        self, finish: CallFinish, now: float, *, atlas_at_arrival: float, end_program: bool
     ) -> asyncio.Future[Ended | None]:
-        """Rule 5: record (or send) a finish now; the future of the ended program's (service, wait)."""
-        loop = asyncio.get_running_loop()
-        key = (finish.program_id, finish.call_id)
-        if self.redis is None or key in self._local_calls or self.degraded:
-            done: asyncio.Future[Ended | None] = loop.create_future()
-            if self.redis is None or key in self._local_calls:
-                self._local_calls.discard(key)
-                state = self.local.finish_and_maybe_end(finish, now, end_program)
-                done.set_result((state.service_plas, state.wait) if state and end_program else None)
-            else:
-                self._pending.append((finish, now, end_program))
-                done.set_result(None)
-            return done
-        if not self.redis.ordered:
-            return asyncio.ensure_future(self._finish_unordered(finish, now, end_program))
-        started = time.perf_counter()
-        outcome: asyncio.Future[Ended | None] = loop.create_future()
+        """Rule 4 without the wait: the future of the ended program's (service, wait)."""
+        self.events.on_finish(finish)
+        self.mirror.finished(finish, atlas_at_arrival)
+        done = self.tables.finish_soon(finish, now, end_program=end_program)
+        if end_program:
+            self.mirror.forget(finish.program_id)
+            done.add_done_callback(self._observe_end)
+        return done
+
+    async def finish(
+        self, finish: CallFinish, now: float, *, atlas_at_arrival: float, end_program: bool
+    ) -> None:
+        """Rule 4: recorded (memory) or sent ahead of this replica's later table operations (Redis)
+        before this returns; only an unordered table (Redis Cluster) is waited for."""
+        done = self.finish_soon(finish, now, atlas_at_arrival=atlas_at_arrival, end_program=end_program)
+        if self.tables.ordered:
+            return
         try:
-            reply = self.redis.send_finish(finish, now, end_program=end_program)
-        except _OUTAGE as exc:
-            self._failed("finish_call", started, exc)
-            self._pending.append((finish, now, end_program))
-            outcome.set_result(None)
-            return outcome
+            await asyncio.shield(done)
+        except asyncio.CancelledError:  # the client left while Redis recorded the finish
+            self.background.spawn(settle(done))
+            raise
 
-        def settle(reply: asyncio.Future[Any]) -> None:
-            exc = asyncio.CancelledError() if reply.cancelled() else reply.exception()
-            if exc is not None:
-                self._failed("finish_call", started, exc)
-                self._pending.append((finish, now, end_program))
-                summary = None
+    def _observe_end(self, done: asyncio.Future[Ended | None]) -> None:
+        ended = None if done.cancelled() or done.exception() is not None else done.result()
+        if ended is not None:
+            self.events.on_program_end(ended[0], ended[1])
+
+    def _start_ahead(self, start: CallStart, now: float) -> CallStartResult | None:
+        """Rule 2: the start written without waiting and the mirrored context, when the mirror is
+        exact for the program (mirror rule 3); None: wait for the table instead."""
+        mirror = self.mirror
+        if not mirror.can_go_ahead(start.program_id, start.engine_id, start.pin):
+            return None
+        had_pin = mirror.pin(start.program_id) is not None
+        ticket = mirror.start(start.program_id, start.engine_id, start.pin, ahead=True)
+
+        def replied(result: CallStartResult | None) -> None:
+            self._ahead_replied(start.program_id, result, ticket)
+
+        if not self.tables.start_ahead(start, now, replied):
+            mirror.start_failed(start.program_id)  # counted a start that was never written
+            return None
+        expected = ticket.expected
+        assert expected is not None  # can_go_ahead: the entry is exact
+        return CallStartResult(
+            program_id=start.program_id,
+            call_id=start.call_id,
+            engine_id=expected.engine_id,
+            pin_created=start.pin and not had_pin,
+            pinned_engine=expected.pinned_engine,
+            service_plas=expected.service_plas,
+            service_atlas=expected.service_atlas,
+            program_wait=expected.program_wait,
+            prior_calls=expected.prior_calls,
+            completed_calls=expected.completed_calls,
+            duplicate=False,
+            engine_loads=self.loads,
+        )
+
+    def _ahead_replied(self, program_id: str, result: CallStartResult | None, ticket: StartTicket) -> None:
+        """Rule 2: Redis's answer to a start that went ahead; a difference is counted (mirror rule 4)."""
+        if result is None:
+            self.events.on_start_ahead("failed")
+            self.mirror.start_failed(program_id)
+            return
+        self.refresh_loads(result.engine_loads)
+        if self.mirror.replied(ticket, result):
+            self.events.on_start_ahead("differed")
+            expected = ticket.expected  # debug: without session affinity this is once per program
+            log.debug(
+                "program %s: call %s went ahead with a context Redis did not confirm (another replica "
+                "serves the program too); its later calls wait for the table (sent: service %s, calls "
+                "%s started / %s done; Redis: %s, %d / %d)", result.program_id, result.call_id,
+                expected and expected.service_plas, expected and expected.prior_calls,
+                expected and expected.completed_calls, result.service_plas, result.prior_calls,
+                result.completed_calls,
+            )  # fmt: skip
+        else:
+            self.events.on_start_ahead("confirmed")
+
+    async def _start_and_wait(self, start: CallStart, now: float, one_shot: bool) -> CallStartResult:
+        """Rules 2-3: the start recorded by the table before the call goes on."""
+        tables = self.tables
+        if tables.redis is None:  # the memory table: nothing ever goes ahead, only pins matter
+            result = await tables.start_call(start, now)
+            self.refresh_loads(result.engine_loads)
+            self.mirror.pinned(start.program_id, result.pinned_engine)
+            return result
+        ticket = self.mirror.start(start.program_id, start.engine_id, start.pin, ahead=False)
+        given_back = CallFinish(start.program_id, start.call_id, exec_time=0.0, queue_wait=0.0, ok=False)
+        try:
+            if tables.ordered:
+                try:
+                    result = await tables.start_call(start, now)
+                except asyncio.CancelledError:  # a failed finish, ordered behind the start (rule 3)
+                    self.finish_soon(given_back, time.time(), atlas_at_arrival=0.0, end_program=one_shot)
+                    raise
             else:
-                self._observe("finish_call", time.perf_counter() - started, True)
-                summary = finish_summary(reply.result())
-            if not outcome.done():
-                outcome.set_result(summary)
+                starting = asyncio.ensure_future(tables.start_call(start, now))
+                try:
+                    result = await asyncio.shield(starting)
+                except asyncio.CancelledError:  # rule 3 on an unordered table
+                    self.background.spawn(self._give_back(starting, given_back, one_shot))
+                    raise
+        except BaseException:
+            self.mirror.start_failed(start.program_id)
+            raise
+        self.refresh_loads(result.engine_loads)
+        if tables.mode == "degraded":  # the local table answered: Redis may hold something else
+            self.mirror.start_failed(start.program_id)
+        else:
+            self.mirror.replied(ticket, result)
+        return result
 
-        reply.add_done_callback(settle)
-        return outcome
+    async def _give_back(
+        self, starting: asyncio.Future[CallStartResult], finish: CallFinish, one_shot: bool
+    ) -> None:
+        try:
+            await starting
+        except Exception:
+            return
+        try:
+            await self.finish(finish, time.time(), atlas_at_arrival=0.0, end_program=one_shot)
+        except Exception:
+            return
 
-    async def _finish_unordered(self, finish: CallFinish, now: float, end_program: bool) -> Ended | None:
-        state = await self.finish_call(finish, now, end_program=end_program)
-        return (state.service_plas, state.wait) if state is not None and end_program else None
+    # --- programs --------------------------------------------------------------------------------
 
     async def create(self, program_id: str, now: float) -> bool:
-        if self._use_redis():
-            try:
-                return await self._on_redis("create", lambda t: t.create(program_id, now))
-            except _OUTAGE:
-                pass
-        return self.local.create(program_id, now)
-
-    async def get(self, program_id: str) -> ProgramState | None:
-        if self._use_redis():
-            try:
-                state = await self._on_redis("get", lambda t: t.get(program_id))
-                if state is not None:
-                    return state
-            except _OUTAGE:
-                pass
-        return self.local.get(program_id)
+        """Rule 6: ``POST /v1/programs``; False if the program exists."""
+        created = await self.tables.create(program_id, now)
+        if created and self.tables.mode != "degraded":
+            self.mirror.created(program_id)  # its first call can go ahead (mirror rule 1)
+        return created
 
     async def end(self, program_id: str, now: float) -> ProgramState | None:
-        ended = self.local.end(program_id, now)
-        if self._use_redis():
-            try:
-                remote = await self._on_redis("end", lambda t: t.end(program_id, now))
-                ended = remote or ended
-            except _OUTAGE:
-                pass
-        return ended
+        """Rule 6: ``DELETE /v1/programs/{id}``, or a one-call program whose call was never served."""
+        self.mirror.forget(program_id)
+        return await self.tables.end(program_id, now)
+
+    async def get(self, program_id: str) -> ProgramState | None:
+        return await self.tables.get(program_id)
 
     async def gc(self, now: float) -> list[str]:
-        expired = set(self.local.gc(now))
-        if self._use_redis():
-            with contextlib.suppress(*_OUTAGE):
-                expired.update(await self._on_redis("gc", lambda t: t.gc(now)))
-        live = {pid for pid, _ in self._local_calls if pid in self.local}
-        self._local_calls = {key for key in self._local_calls if key[0] in live}
-        return sorted(expired)
+        return await self.tables.gc(now)
 
     async def engine_loads(self) -> dict[str, int]:
-        loads = self.local.engine_loads()
-        if self._use_redis():
-            try:
-                remote = await self._on_redis("engine_loads", lambda t: t.engine_loads())
-            except _OUTAGE:
-                return loads
-            for engine, count in remote.items():
-                loads[engine] = loads.get(engine, 0) + count
-        return loads
+        return await self.tables.engine_loads()
 
     async def program_count(self) -> int:
-        count = len(self.local)
-        if self._use_redis():
-            with contextlib.suppress(*_OUTAGE):
-                count += await self._on_redis("program_count", lambda t: t.program_count())
-        return count
+        return await self.tables.program_count()
+
+    async def connect(self) -> None:
+        await self.tables.connect()
 
     async def maintain(self) -> None:
-        """Renew the lease; while degraded, probe Redis and recover (replaying queued finishes)."""
-        if self.redis is None:
-            return
-        if not self.degraded:
-            with contextlib.suppress(*_OUTAGE):
-                await self._on_redis("renew_lease", lambda t: t.renew_lease())
-            return
-        try:
-            await self.redis.connect()
-        except _OUTAGE:
-            return
-        self.degraded = False
-        self._on_degraded(False)
-        replayed = 0
-        while self._pending:
-            finish, at, end_program = self._pending[0]
-            try:
-                await self._replay(finish, at, end_program)
-            except _OUTAGE:
-                return
-            self._pending.popleft()
-            replayed += 1
-        log.warning("Redis is back: program table shared again (%d queued finishes replayed)", replayed)
-
-    async def _replay(self, finish: CallFinish, now: float, end_program: bool) -> None:
-        await self._on_redis("finish_call", lambda t: t.finish_call(finish, now, end_program=end_program))
+        await self.tables.maintain()
 
     async def aclose(self) -> None:
-        if self.redis is not None:
-            await self.redis.aclose()
+        await self.tables.aclose()

@@ -234,7 +234,7 @@ def test_a_finish_during_an_outage_is_replayed_when_redis_returns(
             assert b"+OK" in server.command("CLIENT", "PAUSE", "1500", "ALL")  # ... which stops answering
             assert (await call).status_code == 200  # it ends during the outage: its finish is queued
             # The finish was sent before the reply ended and is acknowledged in the background
-            # (forward.py rule 5): the outage shows once it times out, not before the client's reply.
+            # (calls.py rule 5): the outage shows once it times out, not before the client's reply.
             deadline = time.monotonic() + 10
             while (await http.get(proxy.url + "/ready")).status_code != 503:
                 assert time.monotonic() < deadline, "the outage was never seen"

@@ -1,4 +1,4 @@
-"""Calls that go ahead of their start's Redis reply (programs/mirror.py, forward.py rule 2), with real
+"""Calls that go ahead of their start's Redis reply (programs/mirror.py, store.py rule 2), with real
 proxy processes and a real redis-server in front of a recording sidecar stand-in whose every call
 reports 2 s of execution, so that the priority context each call carried is known exactly."""
 

@@ -1,5 +1,6 @@
-"""The store's hot path on a real redis-server (store.py rule 5, redis_link.py rules 1-4): finishes sent
-in order without waiting, a start given back by a finish queued behind it, brief replies, outages."""
+"""The failover table's hot path on a real redis-server (failover.py rule 5, redis_link.py rules 1-4):
+finishes sent in order without waiting, a start given back by a finish queued behind it, brief replies,
+outages."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
+from autellix.proxy.failover import FailoverTable, LocalProgramTable
 from autellix.proxy.programs import CallFinish, CallStart, ProgramExpiry
 from autellix.proxy.programs.redis_table import RedisProgramTable
-from autellix.proxy.store import LocalProgramTable, ProgramStore
 from tests.integration.conftest import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
@@ -20,11 +21,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.redis]
 EXPIRY = ProgramExpiry(idle_ttl=60.0, stuck_ttl=600.0)
 
 
-async def store_on(url: str, seen: list[tuple[str, bool]] | None = None) -> ProgramStore:
+async def store_on(url: str, seen: list[tuple[str, bool]] | None = None) -> FailoverTable:
     table = RedisProgramTable(url, expiry=EXPIRY, key_prefix="s" + secrets.token_hex(4), socket_timeout=0.5)
     await table.connect()
     observe = (lambda op, seconds, ok: seen.append((op, ok))) if seen is not None else None
-    return ProgramStore(table, LocalProgramTable(EXPIRY), observe)
+    return FailoverTable(table, LocalProgramTable(EXPIRY), observe)
 
 
 async def test_a_chain_sees_its_previous_finish_without_waiting_for_it(redis_url: str) -> None:

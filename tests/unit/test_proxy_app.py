@@ -1,8 +1,9 @@
-"""The proxy app in-process against fake backends (the outermost edge: canned engine replies).
+"""The proxy app in-process against made-up backends (the outermost edge: canned engine replies).
 
-The backends here are tiny aiohttp apps that answer like a sidecar (with a completion report) or like a
-bare engine (without one), or fail on purpose; they let these tests pin down bytes and statuses exactly.
-Real engines, sidecars, replicas and Redis are exercised in tests/integration/test_proxy_*.py.
+The backends here are handlers of a :class:`~autellix.proxy.transport.MockTransport` that answer like a
+sidecar (with a completion report) or like a bare engine (without one), or fail on purpose; they pin
+down bytes and statuses exactly, with no server behind them. Real engines, sidecars, replicas, Redis
+and the real transport are exercised in tests/integration/test_proxy_*.py.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from autellix.engine_adapters.protocol import REPORT_HEADER, CompletionReport
-from autellix.launch import free_port
 from autellix.proxy.app import PROXY, create_app
 from autellix.proxy.backends import HealthState
 from autellix.proxy.config import ProxySettings
+from autellix.proxy.transport import MockReply, MockTransport, UpstreamRequest, UpstreamUnavailable
 
 STREAM_EVENTS = [
     b'data: {"choices":[{"delta":{"content":"he"}}]}\n\n',
@@ -34,87 +35,95 @@ DONE = b"data: [DONE]\n\n"
 
 @dataclass
 class FakeBackend:
-    """An engine or sidecar stand-in: ``mode`` is "sidecar", "engine", "503", "400", "broken" or
-    "linger" (an engine that keeps its stream open after ``[DONE]`` until ``release`` is set)."""
+    """An engine or sidecar stand-in: ``mode`` is "sidecar", "engine", "503", "400", "401", "broken",
+    "linger" (an engine that keeps its stream open after ``[DONE]`` until ``release`` is set) or "dead"
+    (refuses connections)."""
 
+    name: str
     mode: str = "sidecar"
     model: str = "m"
     seen: list[dict[str, str]] = field(default_factory=list)
-    server: TestServer | None = None
     release: asyncio.Event = field(default_factory=asyncio.Event)
-    set_cookie: bool = False  # answer with a Set-Cookie, as a backend behind a session-affine LB may
 
-    def app(self) -> web.Application:
-        async def chat(request: web.Request) -> web.StreamResponse:
-            self.seen.append(dict(request.headers))
-            body = await request.json()
-            call_id = request.headers.get("X-Autellix-Call-Id", "?")
-            report = CompletionReport(
-                call_id, queue_wait=0.5, exec_time=2.0, prompt_tokens=7, output_tokens=2
-            )
-            if self.mode == "503":
-                return web.json_response({"error": {"message": "overloaded"}}, status=503)
-            if self.mode == "401":  # an engine started with --api-key that does not like the key it got
-                return web.json_response({"error": {"message": "Unauthorized"}}, status=401)
-            if self.mode == "400":
-                return web.json_response({"error": {"message": "bad max_tokens"}}, status=400)
-            if body.get("stream"):
-                response = web.StreamResponse(
-                    headers={"Content-Type": "text/event-stream", "X-Engine": "fake"}
-                )
-                await response.prepare(request)
-                for event in STREAM_EVENTS:
-                    await response.write(event)
-                    if self.mode == "broken":  # the engine dies mid-stream
-                        raise RuntimeError("engine crashed")
-                if self.mode == "sidecar":
-                    line = report.sse_line()
-                    await response.write(line[:7])  # the report split across writes
-                    await response.write(line[7:] + DONE)
-                else:
-                    await response.write(DONE)
-                if self.mode == "linger":
-                    await self.release.wait()
-                await response.write_eof()
-                return response
-            headers = (
-                {REPORT_HEADER: report.to_json(), "X-Autellix-Other": "x"} if self.mode == "sidecar" else {}
-            )
-            if self.set_cookie:
-                headers["Set-Cookie"] = "backend-session=secret-of-the-first-client; Path=/"
-            return web.json_response({"choices": [{"message": {"content": "hey"}}]}, headers=headers)
+    @property
+    def url(self) -> str:
+        return f"http://{self.name}.backend.test"
 
-        async def models(_request: web.Request) -> web.Response:
-            return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+    async def answer(self, request: UpstreamRequest) -> MockReply:
+        if self.mode == "dead":
+            raise UpstreamUnavailable("refused", "connect", unreachable=True, reason="ClientConnectorError")
+        path = request.url.removeprefix(self.url)
+        if path == "/v1/models":
+            return MockReply.json({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        if path != "/v1/chat/completions":
+            return MockReply(200, b"ok") if path == "/health" else MockReply(404)
+        return await self.chat(request)
 
-        async def health(_request: web.Request) -> web.Response:
-            return web.Response(text="ok")
+    async def chat(self, request: UpstreamRequest) -> MockReply:
+        self.seen.append(dict(request.headers))
+        body = json.loads(request.body or b"{}")
+        call_id = request.headers.get("X-Autellix-Call-Id", "?")
+        report = CompletionReport(call_id, queue_wait=0.5, exec_time=2.0, prompt_tokens=7, output_tokens=2)
+        if self.mode == "503":
+            return MockReply.json({"error": {"message": "overloaded"}}, status=503)
+        if self.mode == "401":  # an engine started with --api-key that does not like the key it got
+            return MockReply.json({"error": {"message": "Unauthorized"}}, status=401)
+        if self.mode == "400":
+            return MockReply.json({"error": {"message": "bad max_tokens"}}, status=400)
+        if body.get("stream"):
+            return MockReply.sse(self.stream(report), headers={"X-Engine": "fake"})
+        headers = {REPORT_HEADER: report.to_json(), "X-Autellix-Other": "x"} if self.mode == "sidecar" else {}
+        return MockReply.json({"choices": [{"message": {"content": "hey"}}]}, headers=headers)
 
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        app.router.add_get("/v1/models", models)
-        app.router.add_get("/health", health)
-        return app
+    async def stream(self, report: CompletionReport) -> AsyncIterator[bytes]:
+        for event in STREAM_EVENTS:
+            yield event
+            if self.mode == "broken":  # the engine dies mid-stream
+                raise RuntimeError("engine crashed")
+        if self.mode == "sidecar":
+            line = report.sse_line()
+            yield line[:7]  # the report split across writes
+            yield line[7:] + DONE
+        else:
+            yield DONE
+        if self.mode == "linger":
+            await self.release.wait()
 
 
-@pytest.fixture
-async def start_backend() -> AsyncIterator[Callable[..., Any]]:
-    servers: list[TestServer] = []
+class Fleet:
+    """The made-up backends of one test, behind one mock transport."""
 
-    async def start(**kwargs: Any) -> FakeBackend:
-        backend = FakeBackend(**kwargs)
-        backend.server = TestServer(backend.app(), host="127.0.0.1")
-        await backend.server.start_server()
-        servers.append(backend.server)
+    def __init__(self) -> None:
+        self.backends: dict[str, FakeBackend] = {}
+        self.transport = MockTransport(self.answer)
+
+    async def answer(self, request: UpstreamRequest) -> MockReply:
+        for backend in self.backends.values():
+            if request.url.startswith(backend.url + "/"):
+                return await backend.answer(request)
+        raise UpstreamUnavailable("no such host", "connect", unreachable=True)
+
+    def add(self, **kwargs: Any) -> FakeBackend:
+        backend = FakeBackend(f"b{len(self.backends)}", **kwargs)
+        self.backends[backend.name] = backend
         return backend
 
-    yield start
-    for server in servers:
-        await server.close()
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet()
 
 
 @pytest.fixture
-async def start_proxy() -> AsyncIterator[Callable[..., Any]]:
+def start_backend(fleet: Fleet) -> Callable[..., Any]:
+    async def start(**kwargs: Any) -> FakeBackend:
+        return fleet.add(**kwargs)
+
+    return start
+
+
+@pytest.fixture
+async def start_proxy(fleet: Fleet) -> AsyncIterator[Callable[..., Any]]:
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def start(backends: dict[str, str], **overrides: Any) -> TestClient[web.Request, web.Application]:
@@ -125,7 +134,8 @@ async def start_proxy() -> AsyncIterator[Callable[..., Any]]:
             **overrides,
         )
         # handler_cancellation as in production (autellix/serving.py): a client that leaves cancels
-        client = TestClient(TestServer(create_app(settings), host="127.0.0.1", handler_cancellation=True))
+        app = create_app(settings, transport=fleet.transport)
+        client = TestClient(TestServer(app, host="127.0.0.1", handler_cancellation=True))
         await client.start_server()
         clients.append(client)
         return client
@@ -136,8 +146,7 @@ async def start_proxy() -> AsyncIterator[Callable[..., Any]]:
 
 
 def url_of(backend: FakeBackend) -> str:
-    assert backend.server is not None
-    return str(backend.server.make_url("")).rstrip("/")
+    return backend.url
 
 
 def chat_body(**fields: Any) -> dict[str, Any]:
@@ -218,8 +227,8 @@ async def test_a_backend_that_refuses_connections_leaves_the_pool_after_the_thre
     start_backend, start_proxy
 ) -> None:
     fine = await start_backend()
-    dead = f"http://127.0.0.1:{free_port()}"
-    proxy = await start_proxy({"dead": dead, "b": url_of(fine)}, router="round_robin")
+    dead = await start_backend(mode="dead")
+    proxy = await start_proxy({"dead": url_of(dead), "b": url_of(fine)}, router="round_robin")
     pool = proxy.server.app[PROXY].pool
     backend = pool.by_id["dead"]
     backend.health = HealthState(healthy=True, admitted=True)  # as if it had died after its last check
@@ -280,7 +289,8 @@ async def test_bad_input_gets_openai_errors(start_backend, start_proxy) -> None:
 
 
 async def test_no_healthy_backend_is_503(start_backend, start_proxy) -> None:
-    proxy = await start_proxy({"dead": f"http://127.0.0.1:{free_port()}"})
+    dead = await start_backend(mode="dead")
+    proxy = await start_proxy({"dead": url_of(dead)})
     reply = await proxy.post("/v1/chat/completions", json=chat_body())
     assert reply.status == 503 and (await reply.json())["error"]["code"] == "no_backend"
     assert (await proxy.get("/ready")).status == 503
@@ -330,7 +340,7 @@ async def test_a_pin_on_an_unusable_engine_gives_the_attempt_back_and_reroutes(
     other = "b" if pinned == "a" else "a"
     app = proxy.server.app[PROXY]
     app.pool.by_id[pinned].health = HealthState(healthy=False, admitted=True)
-    app.forwarder.mirror.forget("p")  # a replica that never saw the pin: it asks to pin, the table redirects
+    app.store.mirror.forget("p")  # a replica that never saw the pin: it asks to pin, the table redirects
     reply = await proxy.post("/v1/chat/completions", json=long_call, headers={"X-Program-Id": "p"})
     assert reply.status == 200
     state = await (await proxy.get("/v1/programs/p")).json()
@@ -371,8 +381,8 @@ async def test_the_reply_ends_at_done_even_if_the_engine_keeps_its_stream_open(
         assert (state["calls_completed"], state["calls_failed"], state["in_flight"]) == (1, 0, [])
         assert not backend.release.is_set()  # the engine still holds its stream: read in the background
         backend.release.set()
-        forwarder = proxy.server.app[PROXY].forwarder
-        await asyncio.wait_for(asyncio.gather(*forwarder.background), 10)
+        background = proxy.server.app[PROXY].background
+        await asyncio.wait_for(asyncio.gather(*background), 10)
     assert not [r for r in caplog.records if r.name.startswith("autellix")]
 
 
@@ -399,22 +409,6 @@ async def test_a_client_that_closes_right_after_done_completes_its_call(start_ba
         assert reply.status == 200  # the proxy keeps serving
     metrics = await (await proxy.get("/metrics")).text()
     assert 'route="/v1/chat/completions",status="200"} 2.0' in metrics
-
-
-async def test_a_backends_cookie_never_rides_on_another_clients_call(start_backend, start_proxy) -> None:
-    backend = await start_backend(set_cookie=True)
-    # by a host name: aiohttp's default jar ignores cookies of bare IP addresses, a cluster's DNS names not
-    proxy = await start_proxy({"e1": url_of(backend).replace("127.0.0.1", "localhost")})
-    url = str(proxy.make_url("/v1/chat/completions"))
-    for _client in range(2):  # two clients, each with its own (empty) cookie jar
-        async with (
-            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
-            http.post(url, json=chat_body()) as reply,
-        ):
-            assert reply.status == 200
-            assert "secret-of-the-first-client" in reply.headers.get("Set-Cookie", "")  # passed through
-    assert len(backend.seen) == 2
-    assert "Cookie" not in backend.seen[1] and "cookie" not in {k.lower() for k in backend.seen[1]}
 
 
 @pytest.mark.parametrize(

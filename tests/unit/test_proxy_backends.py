@@ -1,5 +1,5 @@
 """The backend pool: health with hysteresis (backends.py rules 1-2), which backends a call may use
-(rule 4) and the models the proxy lists. Health checks are answered by a scripted fake session."""
+(rule 4) and the models the proxy lists. Health checks are answered by a scripted mock transport."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import logging
 from collections.abc import Sequence
 from typing import Any, cast
 
-import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autellix.proxy.backends import BackendPool, HealthState, HealthThresholds
+from autellix.proxy.transport import MockReply, MockTransport, Transport, UpstreamRequest, UpstreamUnavailable
 
 
 def pool_with(models: dict[str, list[str]]) -> BackendPool:
-    pool = BackendPool([(name, f"http://{name}:1") for name in models], cast(aiohttp.ClientSession, None))
+    pool = BackendPool([(name, f"http://{name}:1") for name in models], cast(Transport, None))
     for backend in pool.backends:
         backend.models = {
             model: {"id": model, "owned_by": backend.engine_id} for model in models[backend.engine_id]
@@ -106,54 +106,30 @@ def test_only_streaks_of_the_threshold_move_a_backend(outcomes: list[bool], fail
         state = after
 
 
-class FakeReply:
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status = status
-        self.body = body
-
-    async def read(self) -> bytes:
-        return self.body
-
-    async def json(self, content_type: str | None = None) -> Any:
-        return json.loads(self.body)
-
-
-class FakeRequest:
-    def __init__(self, outcome: int | Exception, body: bytes) -> None:
-        self.outcome = outcome
-        self.body = body
-
-    async def __aenter__(self) -> FakeReply:
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return FakeReply(self.outcome, self.body)
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-class FakeSession:
-    """Answers ``GET`` by path from a script of statuses or exceptions (the last one repeats)."""
+class ScriptedBackend:
+    """Answers ``GET`` by path from a script of statuses or transport errors (the last one repeats)."""
 
     def __init__(self, script: dict[str, Sequence[int | Exception]]) -> None:
         self.script = {path: list(outcomes) for path, outcomes in script.items()}
         self.asked: list[str] = []
 
-    def get(self, url: str, timeout: object = None) -> FakeRequest:
-        path = "/" + url.split("/", 3)[3]
+    async def __call__(self, request: UpstreamRequest) -> MockReply:
+        path = "/" + request.url.split("/", 3)[3]
         self.asked.append(path)
         outcomes = self.script.get(path, [404])
         outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
         body = json.dumps({"data": [{"id": "m"}]}).encode() if path == "/v1/models" else b"{}"
-        return FakeRequest(outcome, body)
+        return MockReply(outcome, body)
 
 
 def fake_pool(
     script: dict[str, Sequence[int | Exception]], **options: Any
-) -> tuple[BackendPool, FakeSession]:
-    session = FakeSession({"/v1/models": [200], **script})
-    pool = BackendPool([("a", "http://a:1")], cast(aiohttp.ClientSession, session), **options)
-    return pool, session
+) -> tuple[BackendPool, ScriptedBackend]:
+    backend = ScriptedBackend({"/v1/models": [200], **script})
+    pool = BackendPool([("a", "http://a:1")], MockTransport(backend), **options)
+    return pool, backend
 
 
 async def run_checks(pool: BackendPool, count: int) -> str:
@@ -165,7 +141,7 @@ async def run_checks(pool: BackendPool, count: int) -> str:
 
 
 async def test_a_late_check_keeps_the_backend_until_the_threshold(caplog: pytest.LogCaptureFixture) -> None:
-    late = TimeoutError()
+    late = UpstreamUnavailable("timed out", "timeout", unreachable=False)
     pool, _ = fake_pool({"/ready": [200, late, 503, 200, late, late, late, 200, 200, 200]})
     changes: list[bool] = []
     pool._on_change = lambda backend: changes.append(backend.healthy)
@@ -210,7 +186,7 @@ def test_call_failures_of_unknown_or_never_admitted_backends_change_nothing() ->
     changes: list[str] = []
     pool = BackendPool(
         [("a", "http://a:1")],
-        cast(aiohttp.ClientSession, None),
+        cast(Transport, None),
         on_change=lambda b: changes.append(b.engine_id),
     )
     pool.record_call_failure("a", "refused")  # never checked yet: nothing to take out

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from autellix.api_errors import ApiError, error_body
-from autellix.proxy.body import PREFIX_CHARS, parse_call_body
+from autellix.proxy.apis import PREFIX_CHARS, parse_call_body
 from autellix.proxy.tokens import PER_MESSAGE_TOKENS, chat_tokens, prompt_tokens, text_tokens
 
 
@@ -17,7 +17,7 @@ def chat(**fields: object) -> bytes:
 
 def raw_error(kind: str, raw: bytes) -> ApiError:
     with pytest.raises(ApiError) as caught:
-        parse_call_body(kind, raw)  # type: ignore[arg-type]
+        parse_call_body(kind, raw)
     return caught.value
 
 
@@ -61,7 +61,7 @@ def test_bad_bodies_are_400_naming_the_field(kind, raw, param, code) -> None:
 
 def test_a_good_chat_body() -> None:
     body = parse_call_body("chat", chat(stream=True, metadata={"program_id": "p"}))
-    assert (body.kind, body.model, body.stream, body.metadata) == ("chat", "m", True, {"program_id": "p"})
+    assert (body.api, body.model, body.stream, body.metadata) == ("chat", "m", True, {"program_id": "p"})
     assert body.input_tokens == text_tokens(2) + PER_MESSAGE_TOKENS
     assert body.prefix == "hi"
 
@@ -103,3 +103,27 @@ def test_error_body_types_by_status() -> None:
     assert error_body(503, "x")["error"]["type"] == "service_unavailable"
     assert error_body(418, "x")["error"]["type"] == "invalid_request_error"
     assert error_body(599, "x")["error"]["type"] == "server_error"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (422, "invalid_request_error"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+        (529, "overloaded_error"),
+    ],
+)
+def test_anthropic_error_bodies_use_anthropics_types_by_status(status: int, kind: str) -> None:
+    assert error_body(status, "x", code="c", shape="anthropic") == {
+        "type": "error",
+        "error": {"type": kind, "message": "x"},
+    }
+    assert ApiError(status, "x", code="c").body("anthropic")["error"]["type"] == kind

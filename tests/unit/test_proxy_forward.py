@@ -1,5 +1,5 @@
-"""Pieces of the call path (forward.py rules 4-7): where a stream ends, which connect failures count
-against a backend, and a finish that the client's departure must not cut short."""
+"""Pieces of the call path (calls.py rules 4-7): where a stream ends, which connect failures count
+against a backend, and a finish that the client's departure must not cut short (store.py rule 4)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autellix.proxy.forward import Forwarder, ForwardSettings, _backend_unreachable, _Call, _EndOfStream
-from autellix.proxy.metrics import ProxyMetrics
+from autellix.proxy.apis import CHAT
 from autellix.proxy.programs import CallFinish
+from autellix.proxy.sse import StreamEnd
+from autellix.proxy.store import ProgramStore, StoreEvents
+from autellix.proxy.transport import backend_unreachable
 
 EVENTS = [
     b'data: {"choices":[{"delta":{"content":"he"}}]}\n\n',
@@ -26,7 +28,7 @@ EVENTS = [
 
 def watch(chunks: list[bytes]) -> list[tuple[bool, bool]]:
     """(announced, complete) after each chunk."""
-    ending = _EndOfStream()
+    ending = StreamEnd(CHAT.stream_end, CHAT.stream_marker)
     seen = []
     for chunk in chunks:
         ending.sees(chunk)
@@ -86,14 +88,15 @@ def connector_error(code: int) -> aiohttp.ClientConnectorError:
     ],
 )
 def test_which_connect_failures_count_against_the_backend(error: BaseException, counts: bool) -> None:
-    assert _backend_unreachable(error) is counts
+    assert backend_unreachable(error) is counts
 
 
-class SlowClusterStore:
-    """A store on an unordered table (Redis Cluster) whose finish waits for ``gate``: the client may
+class SlowClusterTables:
+    """Tables on an unordered table (Redis Cluster) whose finish waits for ``gate``: the client may
     leave in the meantime."""
 
     ordered = False
+    outages = 0
 
     def __init__(self) -> None:
         self.gate = asyncio.Event()
@@ -112,11 +115,12 @@ class SlowClusterStore:
         return asyncio.ensure_future(record())
 
 
-class OrderedStore:
-    """A store whose finishes are sent in order at once (memory, standalone Redis); their outcome
+class OrderedTables:
+    """Tables whose finishes are sent in order at once (memory, standalone Redis); their outcome
     arrives when the test resolves ``outcome``."""
 
     ordered = True
+    outages = 0
 
     def __init__(self) -> None:
         self.outcome: asyncio.Future[tuple[float, float] | None] | None = None
@@ -130,48 +134,35 @@ class OrderedStore:
         return self.outcome
 
 
-def forwarder_on(store: object, metrics: ProxyMetrics | None = None) -> Forwarder:
-    return Forwarder(
-        cast(Any, None),
-        cast(Any, None),
-        cast(Any, store),
-        cast(Any, None),
-        metrics or ProxyMetrics(),
-        ForwardSettings(),
-        "r",
-    )
+def store_on(tables: object, ended: list[tuple[float, float]] | None = None) -> ProgramStore:
+    seen = ended if ended is not None else []
+    events = StoreEvents(on_program_end=lambda service, wait: seen.append((service, wait)))
+    return ProgramStore(cast(Any, tables), events=events)
 
 
 async def test_a_finish_on_an_unordered_table_survives_the_cancellation_of_its_handler() -> None:
-    store = SlowClusterStore()
-    forwarder = forwarder_on(store)
-    call = _Call("p", "c", one_shot=False, started=0.0)
-    handler = asyncio.create_task(forwarder._finish(call, None, 0.5, 2.0, ok=True, end=False))
-    await store.entered.wait()
+    tables = SlowClusterTables()
+    store = store_on(tables)
+    finish = CallFinish("p", "c", exec_time=2.0, queue_wait=0.5)
+    handler = asyncio.create_task(store.finish(finish, 0.0, atlas_at_arrival=0.0, end_program=False))
+    await tables.entered.wait()
     handler.cancel()  # the client left while Redis recorded the finish
     with pytest.raises(asyncio.CancelledError):
         await handler
-    assert call.finished and store.finished == []
-    store.gate.set()
-    await asyncio.wait_for(asyncio.gather(*forwarder.background), 5)
-    assert [(f.call_id, f.exec_time, f.ok) for f in store.finished] == [("c", 2.0, True)]
-
-
-def sample_count(metrics: ProxyMetrics, name: str) -> float:
-    value = metrics.registry.get_sample_value(name)
-    return value if value is not None else 0.0
+    assert tables.finished == []
+    tables.gate.set()
+    await asyncio.wait_for(asyncio.gather(*store.background), 5)
+    assert [(f.call_id, f.exec_time, f.ok) for f in tables.finished] == [("c", 2.0, True)]
 
 
 @pytest.mark.parametrize("end", [False, True])
 async def test_a_finish_on_an_ordered_table_is_sent_without_waiting_for_its_outcome(end: bool) -> None:
-    store, metrics = OrderedStore(), ProxyMetrics()
-    forwarder = forwarder_on(store, metrics)
-    call = _Call("p", "c", one_shot=end, started=0.0)
-    await forwarder._finish(call, None, 0.5, 2.0, ok=True, end=end)  # returns with the outcome pending
-    assert call.finished and [(f.call_id, e) for f, e in store.sent] == [("c", end)]
-    assert store.outcome is not None and not store.outcome.done()
-    store.outcome.set_result((7.0, 0.5) if end else None)
+    tables, ended = OrderedTables(), list[tuple[float, float]]()
+    store = store_on(tables, ended)
+    finish = CallFinish("p", "c", exec_time=2.0, queue_wait=0.5)
+    await store.finish(finish, 0.0, atlas_at_arrival=0.0, end_program=end)  # returns, outcome pending
+    assert [(f.call_id, e) for f, e in tables.sent] == [("c", end)]
+    assert tables.outcome is not None and not tables.outcome.done()
+    tables.outcome.set_result((7.0, 0.5) if end else None)
     await asyncio.sleep(0)  # the outcome's callbacks run
-    count = sample_count(metrics, "autellix_proxy_program_service_seconds_count")
-    total = sample_count(metrics, "autellix_proxy_program_service_seconds_sum")
-    assert (count, total) == ((1.0, 7.0) if end else (0.0, 0.0))
+    assert ended == ([(7.0, 0.5)] if end else [])

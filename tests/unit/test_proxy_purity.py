@@ -13,7 +13,10 @@ FORBIDDEN = {"asyncio", "aiohttp", "redis", "time", "socket", "threading", "rand
 PURE = [
     "identity.py",
     "tokens.py",
-    "body.py",
+    "apis/base.py",
+    "apis/chat.py",
+    "apis/completions.py",
+    "apis/__init__.py",
     "sse.py",
     "headers.py",
     "../api_errors.py",

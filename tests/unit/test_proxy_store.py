@@ -1,22 +1,23 @@
-"""The proxy's table store: memory mode, and degraded mode when Redis cannot be reached (store.py)."""
+"""The failover table under the proxy's store: memory mode, and degraded mode when Redis cannot be
+reached (failover.py)."""
 
 from __future__ import annotations
 
 from autellix.launch import free_port
+from autellix.proxy.failover import FailoverTable, LocalProgramTable
 from autellix.proxy.programs import CallFinish, CallStart, ProgramExpiry
 from autellix.proxy.programs.redis_table import RedisProgramTable
-from autellix.proxy.store import LocalProgramTable, ProgramStore
 
 EXPIRY = ProgramExpiry(idle_ttl=60.0, stuck_ttl=600.0)
 
 
-def unreachable_store(seen: list[tuple[str, bool]]) -> ProgramStore:
+def unreachable_store(seen: list[tuple[str, bool]]) -> FailoverTable:
     redis = RedisProgramTable(f"redis://127.0.0.1:{free_port()}/0", expiry=EXPIRY, socket_timeout=0.2)
-    return ProgramStore(redis, LocalProgramTable(EXPIRY), lambda op, seconds, ok: seen.append((op, ok)))
+    return FailoverTable(redis, LocalProgramTable(EXPIRY), lambda op, seconds, ok: seen.append((op, ok)))
 
 
 async def test_memory_mode_serves_everything_locally() -> None:
-    store = ProgramStore(None, LocalProgramTable(EXPIRY))
+    store = FailoverTable(None, LocalProgramTable(EXPIRY))
     assert (store.mode, store.reachable) == ("memory", True)
     assert await store.create("p", now=0.0) is True
     result = await store.start_call(CallStart("p", "c", "e1", pin=True), now=1.0)

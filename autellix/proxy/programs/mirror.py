@@ -30,13 +30,13 @@ exact whenever it can tell that it is, and says so when it was not).
    this replica last heard of it (or that the program expired and came back). The program is then
    *shared* for as long as the mirror keeps it: its starts wait for Redis again, whose answer is exact.
    So a context sent ahead is stale for at most the calls that went ahead before the first differing
-   reply arrived (one, for a chain); the forwarder counts them.
+   reply arrived (one, for a chain); the store counts them.
 5. The pin comes from every reply. The mirror holds at most ``capacity`` programs (least recently
    used first out), forgets a program when it ends, and everything after a Redis outage (Redis may
    have lost or kept any of what was sent meanwhile). A start whose reply never came leaves its
    program unknown until a later reply.
 
-Nothing here touches IO or the clock: the forwarder calls it around its table operations.
+Nothing here touches IO or the clock: the store (proxy/store.py) calls it around its table operations.
 """
 
 from __future__ import annotations

@@ -1,0 +1,29 @@
+"""The generation APIs the proxy serves, one module each (base.py says what an API is to the call path).
+
+:data:`APIS` lists them; the app adds one route per API, and :func:`error_shape_of` says in which shape
+a path's errors go out (the error middleware asks it for every request, matched or not).
+"""
+
+from __future__ import annotations
+
+from autellix.api_errors import ErrorShape
+
+from .base import PREFIX_CHARS, Api, CallBody
+from .chat import CHAT
+from .completions import COMPLETIONS
+
+APIS: tuple[Api, ...] = (CHAT, COMPLETIONS)
+BY_NAME = {api.name: api for api in APIS}
+
+
+def error_shape_of(path: str) -> ErrorShape:
+    """Anthropic's shape for the Messages routes, OpenAI's everywhere else."""
+    return "anthropic" if path == "/v1/messages" or path.startswith("/v1/messages/") else "openai"
+
+
+def parse_call_body(name: str, raw: bytes) -> CallBody:
+    """The body of a call to the API named ``name`` (tests and tools; the call path uses ``api.parse``)."""
+    return BY_NAME[name].parse(raw)
+
+
+__all__ = ["APIS", "BY_NAME", "CHAT", "COMPLETIONS", "PREFIX_CHARS", "Api", "CallBody", "error_shape_of"]
