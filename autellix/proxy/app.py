@@ -5,9 +5,12 @@ Redis pool and the background tasks), errors in each route's API shape (OpenAI's
 Messages routes), and metrics per request. The call path is :mod:`.calls` (one module per API under
 :mod:`.apis`); the program table is :mod:`.store`.
 
-Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models`` (the union of the
-backends' models), ``POST /v1/programs`` (start a program: ``{"id": ...}``), ``GET /v1/programs/{id}``
-(its state, for operators), ``DELETE /v1/programs/{id}`` (end it), ``GET /health`` (liveness),
+Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/responses``,
+``POST /v1/messages`` (the generation APIs, apis/), ``GET /v1/responses/{id}``,
+``POST /v1/responses/{id}/cancel`` and ``POST /v1/messages/count_tokens`` (passthrough.py),
+``GET /v1/models`` (the union of the backends' models), ``POST /v1/programs`` (start a program:
+``{"id": ...}``), ``GET /v1/programs/{id}`` (its state, for operators), ``DELETE /v1/programs/{id}``
+(end it), ``GET /health`` (liveness),
 ``GET /ready`` (a healthy backend and a reachable table), ``GET /metrics`` (Prometheus).
 
 Background tasks: backend health checks (every ``health_check_interval``); table maintenance every
@@ -54,6 +57,7 @@ from .failover import FailoverTable, LocalProgramTable
 from .headers import without_authorization
 from .identity import IdentityError, check_id
 from .metrics import ProxyMetrics
+from .passthrough import Passthrough
 from .programs import CallFinish, ProgramExpiry, ProgramState
 from .programs.redis_table import RedisProgramTable
 from .relay import StreamRelay
@@ -77,6 +81,7 @@ class Proxy:
     pool: BackendPool
     store: ProgramStore
     calls: CallPath
+    passthrough: Passthrough
     background: BackgroundTasks
     replica_id: str
 
@@ -141,13 +146,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     guard = request.app[GUARD]
     keys = guard.ring.keys
     if keys.enabled and requires_key(request.method, request.path):
-        result = keys.check(request.headers.getall("Authorization", []))
+        presented = request.headers.getall("Authorization", [])
+        if not presented and "x-api-key" in request.headers and error_shape_of(request.path) == "anthropic":
+            presented = [bearer(request.headers["x-api-key"])]  # what Anthropic's SDKs send
+        result = keys.check(presented)
         if not result.allowed:
             log.debug(
                 "%s API key: %s %s from %s", result.verdict, request.method, request.path, request.remote
             )
             raise unauthorized(result.message, result.challenge)
-    if not guard.forward_authorization and "Authorization" in request.headers:
+    credential = "Authorization" in request.headers or "x-api-key" in request.headers
+    if not guard.forward_authorization and credential:
         try:
             request = request.clone(headers=without_authorization(request.headers.items()))
         except UnicodeEncodeError:
@@ -175,6 +184,16 @@ def generation_route(api: Api) -> Handler:
 
     generate.__name__ = f"generate_{api.name}"
     return generate
+
+
+async def stored_response(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/responses/{id}``, ``POST /v1/responses/{id}/cancel`` (passthrough.py rule 1)."""
+    return await request.app[PROXY].passthrough.stored_response(request)
+
+
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/messages/count_tokens`` (passthrough.py rule 2)."""
+    return await request.app[PROXY].passthrough.any_backend(request)
 
 
 async def models(request: web.Request) -> web.Response:
@@ -388,7 +407,10 @@ def create_app(
             replica_id,
             random.Random(),
         )
-        app[PROXY] = Proxy(settings, metrics, upstream, pool, store, calls, background, replica_id)
+        passthrough = Passthrough(upstream, pool, store)
+        app[PROXY] = Proxy(
+            settings, metrics, upstream, pool, store, calls, passthrough, background, replica_id
+        )
         await pool.check_all()
 
         async def maintain() -> None:
@@ -429,6 +451,9 @@ def create_app(
     app.cleanup_ctx.append(lifetime)
     for api in APIS:
         app.router.add_post(api.path, generation_route(api))
+    app.router.add_get("/v1/responses/{response_id}", stored_response)
+    app.router.add_post("/v1/responses/{response_id}/cancel", stored_response)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/programs", create_program)
     app.router.add_get("/v1/programs/{program_id}", get_program)

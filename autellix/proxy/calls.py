@@ -38,7 +38,14 @@ relay.py move one attempt's bytes. This module runs them in order and retries. P
    call is done: the client's reply is ended at once, and what the upstream still sends (normally only
    the end of its chunked body) is read in the background, so a client that closes its connection
    right after the end interrupts nothing and is no error.
-8. A call without a program id is a program of its own, ended together with its call's finish.
+8. A call without a program id is a program of its own, ended together with its call's finish, unless
+   its reply may be continued (a Responses call the engine may store): then it is kept, to expire.
+9. A call that continues a stored reply (Responses' ``previous_response_id``) joins the program the
+   reply belongs to (unless the client names one) and goes to the engine that stored it, the only one
+   that can continue it: no other engine is tried, and none is pinned. The reply's id, read from the
+   reply (exchange.py) or its stream (relay.py), is remembered with the call's program and engine
+   (store.py rule 7) before the client can see it. A reply the proxy has no record of (expired, or
+   stored before it ran) goes wherever routing sends it; the engine answers (404 if it does not have it).
 """
 
 from __future__ import annotations
@@ -101,19 +108,23 @@ class CallPath:
         raw = await request.read()
         body = api.parse(raw)
         try:
-            identity = extract_identity(request.headers, body.metadata)
+            identity = extract_identity(request.headers, body.metadata, body.program_hint)
         except IdentityError as exc:
             raise bad_request(str(exc), param=exc.param, code="invalid_header") from None
+        store = self.store
+        stored = await store.find_reply(body.chain, time.time()) if body.chain is not None else None
         serving = self.pool.serving(body.model)
         if serving is None:
             raise ApiError(
                 404, f"The model `{body.model}` does not exist.", code="model_not_found", param="model"
             )
         call_id = f"{self.replica_id}-{next(self._seq)}"
-        one_shot = identity.program_id is None
-        program_id = identity.program_id or f"call-{call_id}"
-        store = self.store
-        store.prepare(program_id, one_shot)
+        program_id = identity.program_id or (stored.program_id if stored is not None else None)
+        named_here = program_id is None
+        one_shot = named_here and not body.keeps_program  # rule 8
+        program_id = program_id or f"call-{call_id}"
+        required = stored.engine_id if stored is not None else None  # rule 9
+        store.prepare(program_id, named_here)
         excluded: set[str] = set()
         last_error: ApiError | None = None
         retries = 0
@@ -121,7 +132,7 @@ class CallPath:
             views = [
                 EngineView(
                     b.engine_id,
-                    healthy=b.healthy and b.engine_id not in excluded,
+                    healthy=b.healthy and b.engine_id not in excluded and required in (None, b.engine_id),
                     outstanding=store.loads.get(b.engine_id, 0),
                 )
                 for b in serving
@@ -139,12 +150,19 @@ class CallPath:
             except NoEngineAvailable as exc:
                 if one_shot:
                     await store.end(program_id, time.time())
+                if last_error is None and required is not None:
+                    raise ApiError(
+                        503,
+                        f"The engine that stores response {body.chain!r} ({required}) is not available",
+                        code="no_backend",
+                        param="previous_response_id",
+                    ) from None
                 raise last_error or ApiError(503, f"No backend available: {exc}", code="no_backend") from None
             store.count_routed(decision.engine_id)
             call = f"{call_id}.{attempt}" if attempt else call_id
-            start = CallStart(
-                program_id, call, decision.engine_id, identity.thread_id, body.input_tokens, decision.pin
-            )
+            pin = decision.pin and required is None  # a pin could redirect the call away (rule 9)
+            engine_id, thread_id = decision.engine_id, identity.thread_id
+            start = CallStart(program_id, call, engine_id, thread_id, body.input_tokens, pin)
             result = await store.start(start, time.time(), one_shot=one_shot)
             engine = result.engine_id
             redirected = engine != decision.engine_id

@@ -32,7 +32,7 @@ from .attempt import Attempt, Ledger
 from .backends import Backend, BackendPool
 from .headers import client_headers, upstream_headers
 from .metrics import ProxyMetrics
-from .programs import CallStartResult
+from .programs import CallStartResult, StoredReply
 from .relay import StreamRelay
 from .transport import Transport, UpstreamBroken, UpstreamReply, UpstreamRequest, UpstreamUnavailable
 
@@ -128,7 +128,7 @@ class Exchange:
             if reply.content_type == "text/event-stream":
                 response = await self.relay.relay(request, reply, api, engine, attempt)
             else:
-                response = await self._whole(reply, engine, attempt)
+                response = await self._whole(reply, api, engine, attempt)
             self.metrics.child(self.metrics.added_latency, "true" if body.stream else "false").observe(
                 max(0.0, (time.perf_counter() - attempt.started) - (attempt.upstream_end - attempt.sent))
             )
@@ -142,8 +142,8 @@ class Exchange:
             backend.in_flight -= 1
             self.metrics.child(self.metrics.in_flight, engine).dec()
 
-    async def _whole(self, reply: UpstreamReply, engine: str, attempt: Attempt) -> web.Response:
-        """Rule 4."""
+    async def _whole(self, reply: UpstreamReply, api: Api, engine: str, attempt: Attempt) -> web.Response:
+        """Rule 4 (and calls.py rule 9: a stored reply's id is remembered before the client has it)."""
         ledger = self.ledger
         try:
             data = await reply.read()
@@ -153,6 +153,11 @@ class Exchange:
             await ledger.finish(attempt, None, 0.0, elapsed, ok=False, end=attempt.one_shot)
             raise ApiError(502, f"Upstream {engine} failed mid-reply: {exc}", code="upstream_error") from None
         attempt.upstream_end = time.perf_counter()
+        if api.reply_id is not None and reply.status < 400:
+            reply_id = api.reply_id(data)
+            if reply_id is not None:
+                stored = StoredReply(attempt.program_id, engine)
+                await ledger.store.remember_reply(reply_id, stored, time.time())
         report = ledger.report(reply.headers.get(REPORT_HEADER))
         exec_time = attempt.upstream_end - attempt.sent
         await ledger.finish(attempt, report, 0.0, exec_time, ok=reply.status < 400, end=attempt.one_shot)

@@ -38,6 +38,11 @@ Theory of operation
    Redis; anywhere else the caller awaits :meth:`FailoverTable.start_call`.
 7. :meth:`FailoverTable.connect` at start-up: a Redis that cannot be reached then is the first outage
    (rule 2), and recovery is the same as after any other.
+8. Stored replies (a Responses API response that a later call continues): every one is remembered
+   in the local table (at most :data:`MAX_LOCAL_REPLIES`, for the program's idle TTL), so this
+   replica finds its own without a round trip, and in Redis (redis_table.py rule 7, written on the
+   ordered link without waiting, like a finish), so every replica finds them. A lookup asks the local
+   table first, then Redis. An outage loses no reply this replica saw; others' it cannot see.
 """
 
 from __future__ import annotations
@@ -46,13 +51,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from redis.exceptions import RedisError
 
-from .programs import CallFinish, CallStart, CallStartResult, MemoryProgramTable, ProgramState
+from .programs import (
+    CallFinish,
+    CallStart,
+    CallStartResult,
+    MemoryProgramTable,
+    ProgramExpiry,
+    ProgramState,
+    StoredReply,
+)
 from .programs.redis_scripts import finish_summary, start_reply
 from .programs.redis_table import RedisProgramTable
 from .programs.rules import new_program
@@ -60,6 +73,7 @@ from .programs.rules import new_program
 log = logging.getLogger("autellix.proxy.table")
 
 MAX_PENDING_FINISHES = 10_000
+MAX_LOCAL_REPLIES = 200_000
 T = TypeVar("T")
 Ended = tuple[float, float]  # an ended program's (service, wait)
 TableObserver = Callable[[str, float, bool], None]
@@ -67,7 +81,33 @@ _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 
 
 class LocalProgramTable(MemoryProgramTable):
-    """The in-memory table plus what the proxy needs beyond the protocol: create, finish-and-end."""
+    """The in-memory table plus what the proxy needs beyond the protocol: create, finish-and-end, and
+    the stored replies this replica saw (rule 8)."""
+
+    def __init__(self, expiry: ProgramExpiry | None = None, reply_capacity: int = MAX_LOCAL_REPLIES) -> None:
+        super().__init__(expiry)
+        self.reply_capacity = reply_capacity
+        self._replies: OrderedDict[str, tuple[StoredReply, float]] = OrderedDict()
+
+    def remember_reply(self, reply_id: str, reply: StoredReply, now: float) -> None:
+        self._replies[reply_id] = (reply, now)
+        self._replies.move_to_end(reply_id)
+        if len(self._replies) > self.reply_capacity:
+            self._replies.popitem(last=False)
+
+    def find_reply(self, reply_id: str, now: float) -> StoredReply | None:
+        found = self._replies.get(reply_id)
+        if found is None or now - found[1] > self.expiry.idle_ttl:
+            return None
+        return found[0]
+
+    def gc(self, now: float) -> list[str]:
+        while self._replies:
+            oldest = next(iter(self._replies.values()))
+            if now - oldest[1] <= self.expiry.idle_ttl:
+                break
+            self._replies.popitem(last=False)
+        return super().gc(now)
 
     def create(self, program_id: str, now: float) -> bool:
         if program_id in self:
@@ -258,6 +298,42 @@ class FailoverTable:
     async def _finish_unordered(self, finish: CallFinish, now: float, end_program: bool) -> Ended | None:
         state = await self.finish_call(finish, now, end_program=end_program)
         return (state.service_plas, state.wait) if state is not None and end_program else None
+
+    async def remember_reply(self, reply_id: str, reply: StoredReply, now: float) -> None:
+        """Rule 8: returns at once on memory or a standalone Redis; waits on a Redis Cluster."""
+        self.local.remember_reply(reply_id, reply, now)
+        if not self._use_redis():
+            return
+        assert self.redis is not None
+        if not self.redis.ordered:
+            with contextlib.suppress(*_OUTAGE):
+                await self._on_redis("remember_reply", lambda t: t.remember_reply(reply_id, reply))
+            return
+        started = time.perf_counter()
+        try:
+            sent = self.redis.send_reply(reply_id, reply)
+        except _OUTAGE as exc:
+            self._failed("remember_reply", started, exc)
+            return
+
+        def settle(sent: asyncio.Future[Any]) -> None:
+            exc = asyncio.CancelledError() if sent.cancelled() else sent.exception()
+            if exc is not None:
+                self._failed("remember_reply", started, exc)
+            else:
+                self._observe("remember_reply", time.perf_counter() - started, True)
+
+        sent.add_done_callback(settle)
+
+    async def find_reply(self, reply_id: str, now: float) -> StoredReply | None:
+        """Rule 8: this replica's first, then Redis's."""
+        found = self.local.find_reply(reply_id, now)
+        if found is not None or not self._use_redis():
+            return found
+        try:
+            return await self._on_redis("find_reply", lambda t: t.find_reply(reply_id))
+        except _OUTAGE:
+            return None
 
     async def create(self, program_id: str, now: float) -> bool:
         if self._use_redis():

@@ -37,8 +37,9 @@ HOP_BY_HOP = frozenset(
 _PREFIX = HEADER_PREFIX.lower()
 
 
-def upstream_headers(headers: Iterable[tuple[str, str]], context: CallContext) -> CIMultiDict[str]:
-    """Rule 1: the client's headers minus hop-by-hop and ours, plus the call's context."""
+def upstream_headers(headers: Iterable[tuple[str, str]], context: CallContext | None) -> CIMultiDict[str]:
+    """Rule 1: the client's headers minus hop-by-hop and ours, plus the call's context (None: a request
+    that is not a scheduled call, such as reading a stored response)."""
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
         lower = name.lower()
@@ -46,7 +47,8 @@ def upstream_headers(headers: Iterable[tuple[str, str]], context: CallContext) -
             continue
         out.add(name, value)
     out["Accept-Encoding"] = "identity"  # the SSE report must be findable in the bytes
-    out.update(context.headers())
+    if context is not None:
+        out.update(context.headers())
     return out
 
 
@@ -61,6 +63,10 @@ def client_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     return out
 
 
+_CREDENTIALS = frozenset({"authorization", "x-api-key"})
+
+
 def without_authorization(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """Rule 3: the request's headers without the client's credential (every ``Authorization``)."""
-    return CIMultiDict((name, value) for name, value in headers if name.lower() != "authorization")
+    """Rule 3: the request's headers without the client's credential (every ``Authorization``, and
+    ``x-api-key``, the header Anthropic's SDKs send on the Messages routes)."""
+    return CIMultiDict((name, value) for name, value in headers if name.lower() not in _CREDENTIALS)

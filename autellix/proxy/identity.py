@@ -12,7 +12,11 @@ A program is whatever the client says it is; the proxy only picks the id out of 
       since v2.1.86), ``Session-Id`` and ``Session_Id`` (Codex CLI, new and old spelling),
       ``X-Opencode-Session`` (opencode, and what OpenCode-compatible clients are asked to send),
       ``X-Session-Affinity`` (session-affinity gateways),
-   d. ``metadata.session_id`` in the body.
+   d. ``metadata.session_id`` in the body,
+   e. what the API's own fields say (apis/): Responses' ``conversation``, Messages'
+      ``metadata.user_id`` (Claude Code sends its session there too).
+   A Responses call that continues a stored reply (``previous_response_id``) without any of these
+   joins that reply's program: the call path looks it up (calls.py rule 9), not this module.
    The OpenAI Agents SDK sends no session id of its own; give it ``X-Program-Id`` through
    ``ModelSettings.extra_headers`` (or use the client helper).
 2. Thread id: ``X-Thread-Id``, else ``metadata.thread_id``. Threads only matter to ATLAS (parallel
@@ -89,8 +93,13 @@ def _from_header(headers: Mapping[str, str], name: str) -> str | None:
     return check_id(value, name)
 
 
-def extract_identity(headers: Mapping[str, str], metadata: Mapping[str, Any] | None) -> Identity:
-    """Rules 1-4. ``headers`` must look names up case-insensitively (as aiohttp's do)."""
+def extract_identity(
+    headers: Mapping[str, str],
+    metadata: Mapping[str, Any] | None,
+    hint: tuple[str, str] | None = None,
+) -> Identity:
+    """Rules 1-4. ``headers`` must look names up case-insensitively (as aiohttp's do); ``hint`` is rule
+    1e's ``(source, id)``."""
     thread = _from_header(headers, THREAD_HEADER) or _from_metadata(metadata, "thread_id")
     program = _from_header(headers, PROGRAM_HEADER)
     if program is not None:
@@ -105,4 +114,7 @@ def extract_identity(headers: Mapping[str, str], metadata: Mapping[str, Any] | N
     program = _from_metadata(metadata, "session_id")
     if program is not None:
         return Identity(program, thread, "body:metadata.session_id")
+    if hint is not None and hint[1]:
+        source, value = hint
+        return Identity(check_id(value, source.removeprefix("body:")), thread, source)
     return Identity(None, thread, "none")

@@ -14,6 +14,8 @@
    breaks off after it is ignored (logged at debug).
 5. A write that finds the client gone before the last event is announced ends the call as the client's
    cancellation would (the handler is cancelled: the upstream connection is closed, which aborts it).
+6. A stream whose reply the engine stores (Responses) names it early (``response.created``): its id
+   is remembered with the call's program and engine before the event that names it is sent.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .attempt import Attempt, Ledger
 from .background import BackgroundTasks
 from .headers import client_headers
 from .metrics import ProxyMetrics
+from .programs import StoredReply
 from .sse import ReportLine, ReportStripper, StreamEnd
 from .transport import UpstreamBroken, UpstreamReply
 
@@ -51,6 +54,7 @@ class StreamRelay:
         await response.prepare(request)
         stripper = ReportStripper()
         ending = StreamEnd(api.stream_end, api.stream_marker)
+        ids = api.stream_ids() if api.stream_ids is not None and reply.status < 400 else None
         ledger = self.ledger
         first: float | None = None
         ok = reply.status < 400
@@ -81,6 +85,9 @@ class StreamRelay:
                     continue
                 if ending.sees(segment) and not attempt.finished:
                     await finish_measured()
+                if ids is not None and (reply_id := ids.feed(segment)) is not None:  # rule 6
+                    stored = StoredReply(attempt.program_id, engine)
+                    await ledger.store.remember_reply(reply_id, stored, time.time())
                 await send(segment)
 
         failure: UpstreamBroken | None = None

@@ -33,6 +33,8 @@ be waited for. This store answers those questions; underneath it are the tables 
    out before their replies return), and the app refreshes it every second.
 6. :meth:`ProgramStore.create` (``POST /v1/programs``) makes the mirror exact for a program it created
    on a reachable table, so the program's first call can go ahead; :meth:`ProgramStore.end` forgets it.
+7. A reply an engine stores (a Responses API response) is remembered with its program and engine
+   (failover.py rule 8), so the call that continues it joins that program on that engine.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from typing import Literal
 
 from .background import BackgroundTasks, settle
 from .failover import Ended, FailoverTable, LocalProgramTable
-from .programs import CallFinish, CallStart, CallStartResult, ProgramState
+from .programs import CallFinish, CallStart, CallStartResult, ProgramState, StoredReply
 from .programs.mirror import ProgramMirror, StartTicket
 from .programs.redis_table import RedisProgramTable
 
@@ -110,12 +112,12 @@ class ProgramStore:
 
     # --- the call path ---------------------------------------------------------------------------
 
-    def prepare(self, program_id: str, one_shot: bool) -> None:
-        """Rule 1."""
+    def prepare(self, program_id: str, named_here: bool) -> None:
+        """Rule 1 (``named_here``: the proxy named the program for this call, so it is new)."""
         if self._outages != self.tables.outages:
             self._outages = self.tables.outages
             self.mirror.clear()
-        if one_shot:
+        if named_here:
             self.mirror.created(program_id, private=True)
 
     def pin(self, program_id: str) -> str | None:
@@ -267,6 +269,14 @@ class ProgramStore:
             await self.finish(finish, time.time(), atlas_at_arrival=0.0, end_program=one_shot)
         except Exception:
             return
+
+    async def remember_reply(self, reply_id: str, reply: StoredReply, now: float) -> None:
+        """Rule 7: a reply the engine stored; returns at once unless the table is a Redis Cluster."""
+        await self.tables.remember_reply(reply_id, reply, now)
+
+    async def find_reply(self, reply_id: str, now: float) -> StoredReply | None:
+        """Rule 7."""
+        return await self.tables.find_reply(reply_id, now)
 
     # --- programs --------------------------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-"""The generation APIs the proxy serves, one module each (base.py says what an API is to the call path).
+"""The generation APIs the proxy serves, one module each: chat, completions, responses, messages.
+
+base.py says what an API is to the call path.
 
 :data:`APIS` lists them; the app adds one route per API, and :func:`error_shape_of` says in which shape
 a path's errors go out (the error middleware asks it for every request, matched or not).
@@ -11,8 +13,10 @@ from autellix.api_errors import ErrorShape
 from .base import PREFIX_CHARS, Api, CallBody
 from .chat import CHAT
 from .completions import COMPLETIONS
+from .messages import MESSAGES
+from .responses import RESPONSES
 
-APIS: tuple[Api, ...] = (CHAT, COMPLETIONS)
+APIS: tuple[Api, ...] = (CHAT, COMPLETIONS, RESPONSES, MESSAGES)
 BY_NAME = {api.name: api for api in APIS}
 
 
@@ -26,4 +30,15 @@ def parse_call_body(name: str, raw: bytes) -> CallBody:
     return BY_NAME[name].parse(raw)
 
 
-__all__ = ["APIS", "BY_NAME", "CHAT", "COMPLETIONS", "PREFIX_CHARS", "Api", "CallBody", "error_shape_of"]
+__all__ = [
+    "APIS",
+    "BY_NAME",
+    "CHAT",
+    "COMPLETIONS",
+    "MESSAGES",
+    "PREFIX_CHARS",
+    "RESPONSES",
+    "Api",
+    "CallBody",
+    "error_shape_of",
+]

@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from autellix.api_errors import ErrorShape, bad_request
 
@@ -38,6 +38,18 @@ class CallBody:
     input_tokens: int
     metadata: Mapping[str, Any] | None
     prefix: str
+    # where the API's own fields name the program (identity.py rule 1e): (source, id)
+    program_hint: tuple[str, str] | None = None
+    chain: str | None = None  # the stored response this call continues (Responses' previous_response_id)
+    keeps_program: bool = False  # a program the proxy names outlives the call (its reply may be chained)
+
+
+class ReplyIds(Protocol):
+    """Watches a streamed reply for the id the engine gave it (Responses: ``response.created``)."""
+
+    def feed(self, segment: bytes) -> str | None:
+        """Take the next bytes sent to the client; the id once it is seen (then None again)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,8 @@ class Api:
     stream_end: re.Pattern[bytes]  # the line that starts the stream's last event (sse.StreamEnd)
     stream_marker: bytes  # bytes that line always contains (a cheap test before the pattern)
     stream_error: Callable[[str], bytes]  # what a stream that broke off ends with, in this API's words
+    reply_id: Callable[[bytes], str | None] | None = None  # the id of a whole reply the engine stores
+    stream_ids: Callable[[], ReplyIds] | None = None  # the same for a streamed reply
 
 
 def load_object(raw: bytes) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from .model import (
     InFlightCall,
     ProgramExpiry,
     ProgramState,
+    StoredReply,
 )
 from .rules import (
     FinishOutcome,
@@ -41,6 +42,7 @@ __all__ = [
     "ProgramState",
     "ProgramTable",
     "StartOutcome",
+    "StoredReply",
     "apply_call_finish",
     "apply_call_start",
     "finished_service",

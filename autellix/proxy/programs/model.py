@@ -122,6 +122,14 @@ class CallStartResult:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredReply:
+    """A reply an engine stored (a Responses API response): whose program it is, which engine has it."""
+
+    program_id: str
+    engine_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProgramExpiry:
     """When ``gc(now)`` drops a program.
 

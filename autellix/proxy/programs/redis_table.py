@@ -39,6 +39,11 @@ shared contract suite); what Redis adds is sharing between proxy replicas and su
    wait), so the common finish parses no program hash; :meth:`send_start` writes a start without
    waiting, for a call that goes ahead of its reply (``mirror.py``). Everything else (gc, leases,
    reads) goes through redis-py, as does everything in cluster mode.
+7. Stored replies. A reply an engine stores (a Responses API response, continued later with
+   ``previous_response_id``) is one key, ``<prefix>:reply:{<reply id>}`` holding ``[program, engine]``
+   with the program's idle TTL: every replica can then send the chained call to the right program and
+   engine. Written on the link right after the call's start (so Redis has the start first), read with
+   redis-py.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from .model import CallFinish, CallStart, CallStartResult, ProgramExpiry, ProgramState
+from .model import CallFinish, CallStart, CallStartResult, ProgramExpiry, ProgramState, StoredReply
 from .redis_link import RedisLink
 from .redis_scripts import (
     CREATE,
@@ -173,6 +178,31 @@ class RedisProgramTable:
 
     def program_key(self, program_id: str) -> str:
         return f"{self.prefix}:prog:{{{program_id}}}"
+
+    def reply_key(self, reply_id: str) -> str:
+        return f"{self.prefix}:reply:{{{reply_id}}}"
+
+    # --- stored replies (rule 7) ----------------------------------------------------------------
+
+    def _reply_ttl_ms(self) -> str:
+        return str(max(1000, int(self.expiry.idle_ttl * 1000)))
+
+    def send_reply(self, reply_id: str, reply: StoredReply) -> asyncio.Future[Any]:
+        """Rule 7 on the link (standalone only), written now; raises ConnectionError when it is down."""
+        assert self._link is not None
+        value = pack([reply.program_id, reply.engine_id])
+        return self._link.send("SET", self.reply_key(reply_id), value, "PX", self._reply_ttl_ms(), flush=True)
+
+    async def remember_reply(self, reply_id: str, reply: StoredReply) -> None:
+        value = pack([reply.program_id, reply.engine_id])
+        await self.client.set(self.reply_key(reply_id), value, px=int(self._reply_ttl_ms()))
+
+    async def find_reply(self, reply_id: str) -> StoredReply | None:
+        raw = await self.client.get(self.reply_key(reply_id))
+        if raw is None:
+            return None
+        program_id, engine_id = json.loads(raw)
+        return StoredReply(str(program_id), str(engine_id))
 
     async def connect(self) -> None:
         """Check the connection and load every script, so that each later call is one EVALSHA."""
