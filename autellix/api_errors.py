@@ -49,6 +49,11 @@ _ANTHROPIC_TYPES = {
 }
 
 
+def error_shape_of(path: str) -> ErrorShape:
+    """Anthropic's shape on the Messages routes (``/v1/messages`` and below), OpenAI's elsewhere."""
+    return "anthropic" if path == "/v1/messages" or path.startswith("/v1/messages/") else "openai"
+
+
 def openai_error_type(status: int) -> str:
     if status in _OPENAI_TYPES:
         return _OPENAI_TYPES[status]

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from functools import partial
@@ -25,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from autellix.api_errors import ApiError
+from autellix.api_errors import ApiError, ErrorShape
 from autellix.engine_adapters.accounting import Usage, compute_report
+from autellix.engine_adapters.apis import BY_PATH, ApiRules
 from autellix.engine_adapters.protocol import HEADER_PREFIX, REPORT_HEADER, CompletionReport
 from autellix.engine_adapters.scheduling import Admission
 from autellix.engine_adapters.sse import SseRelay
@@ -58,8 +60,8 @@ class SidecarError(ApiError):
         super().__init__(status, message, code=status, param=param, headers=headers, error_type=error_type)
 
 
-def error_response(error: SidecarError) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers=error.headers)
+def error_response(error: ApiError, shape: ErrorShape = "openai") -> web.Response:
+    return web.json_response(error.body(shape), status=error.status, headers=error.headers)
 
 
 def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -91,11 +93,13 @@ async def forward_call(
 ) -> tuple[web.StreamResponse, bool]:
     """Send an admitted call to the engine; returns the client's response and whether the call ended
     normally (False: the engine was unreachable or broke off; the gate then counts an abort)."""
+    rules = BY_PATH[path]
     stream = body.get("stream") is True
     options = body.get("stream_options")
     client_wants_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
+    priority = sidecar.engine_priority(admission.level) if rules.sends_priority else None
     rewritten = sidecar.adapter.rewrite_body(
-        body, priority=sidecar.engine_priority(admission.level), want_usage=stream
+        body, priority=priority, want_usage=stream and rules.stream_usage_option
     )
     data = raw if rewritten is None else json.dumps(rewritten, separators=(",", ":")).encode()
     headers = forward_headers(request.headers)
@@ -113,15 +117,15 @@ async def forward_call(
             error_type="ServiceUnavailableError",
             headers={REPORT_HEADER: report.to_json()},
         )
-        return error_response(error), False
+        return error_response(error, rules.error_shape), False
     reusable = False
     try:
         if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
             response, completed, reusable = await _relay_stream(
-                sidecar, request, upstream, client_wants_usage, report_for
+                sidecar, request, upstream, client_wants_usage, report_for, rules
             )
         else:
-            response, completed = await _relay_whole(sidecar, upstream, report_for)
+            response, completed = await _relay_whole(sidecar, upstream, report_for, rules)
             reusable = completed
         return response, completed
     finally:
@@ -132,7 +136,10 @@ async def forward_call(
 
 
 async def _relay_whole(
-    sidecar: Sidecar, upstream: aiohttp.ClientResponse, report_for: partial[CompletionReport]
+    sidecar: Sidecar,
+    upstream: aiohttp.ClientResponse,
+    report_for: partial[CompletionReport],
+    rules: ApiRules,
 ) -> tuple[web.StreamResponse, bool]:
     gate = sidecar.gate
     try:
@@ -146,7 +153,7 @@ async def _relay_whole(
             error_type="BadGatewayError",
             headers={REPORT_HEADER: report.to_json()},
         )
-        return error_response(error), False
+        return error_response(error, rules.error_shape), False
     completed_at = gate.now()
     ok = upstream.status < 400
     usage: Usage | None = None
@@ -155,8 +162,9 @@ async def _relay_whole(
             decoded = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError):
             decoded = None
-        if isinstance(decoded, dict):
-            usage = sidecar.adapter.read_usage(decoded)
+        shaped = rules.whole_usage(decoded) if isinstance(decoded, dict) else None
+        if shaped is not None:
+            usage = sidecar.adapter.read_usage(shaped)
     report = report_for(completed_at=completed_at, usage=usage, ok=ok)
     _observe(sidecar, report, "ok" if ok else "engine_error")
     headers = response_headers(upstream.headers)
@@ -170,10 +178,11 @@ async def _relay_stream(
     upstream: aiohttp.ClientResponse,
     client_wants_usage: bool,
     report_for: partial[CompletionReport],
+    rules: ApiRules,
 ) -> tuple[web.StreamResponse, bool, bool]:
     """Relay an SSE stream; returns the response, whether the call ended normally, and whether the
     engine connection may be reused (it reached its end)."""
-    relay = SseRelay(client_wants_usage, sidecar.adapter.read_usage)
+    relay = SseRelay(client_wants_usage, sidecar.adapter.read_usage, rules.dialect)
     response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
     await response.prepare(request)
     broke_off: BaseException | None = None
@@ -211,18 +220,32 @@ async def _drained(upstream: aiohttp.ClientResponse) -> bool:
     return True
 
 
-async def passthrough_get(sidecar: Sidecar, request: web.Request, path: str) -> web.Response:
-    """A GET answered by the engine as it is (``/v1/models``)."""
+async def passthrough(sidecar: Sidecar, request: web.Request) -> web.StreamResponse:
+    """A request answered by the engine as it is, not queued (``/v1/models``, stored responses,
+    ``/v1/messages/count_tokens``); a stream (``GET /v1/responses/{id}?stream=true``) is relayed."""
+    raw = await request.read() if request.can_read_body else None
     try:
-        upstream = await sidecar.client.request("GET", path, headers=forward_headers(request.headers))
+        upstream = await sidecar.client.request(
+            request.method, request.path_qs, raw, headers=forward_headers(request.headers)
+        )
     except EngineUnavailable as exc:
         raise SidecarError(str(exc), status=503, error_type="ServiceUnavailableError") from exc
     try:
-        payload = await upstream.read()
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        headers = response_headers(upstream.headers)
+        if upstream.content_type == "text/event-stream":
+            response = web.StreamResponse(status=upstream.status, headers=headers)
+            await response.prepare(request)
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
+        try:
+            payload = await upstream.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SidecarError(
+                f"the engine broke off its answer: {exc!r}", status=502, error_type="BadGatewayError"
+            ) from exc
+        return web.Response(body=payload, status=upstream.status, headers=headers)
+    finally:
         upstream.close()
-        raise SidecarError(
-            f"the engine broke off its answer: {exc!r}", status=502, error_type="BadGatewayError"
-        ) from exc
-    upstream.release()
-    return web.Response(body=payload, status=upstream.status, headers=response_headers(upstream.headers))

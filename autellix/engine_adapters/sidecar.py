@@ -4,7 +4,8 @@ Decisions live in the pure modules (scheduling/ orders calls, admission.py sizes
 and the adapters map priorities and read load, accounting.py and sse.py build the report); this module
 only moves bytes and time between them and the network.
 
-A generation request (``POST /v1/chat/completions`` or ``/v1/completions``) goes through:
+A generation request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/responses`` or
+``/v1/messages``; what differs between them is apis.py) goes through:
 
 1. read and check: body size (413), JSON object (400), ``X-Autellix-*`` headers (400); a call without
    a program id is a program of its own;
@@ -32,16 +33,17 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from autellix.api_errors import unauthorized
+from autellix.api_errors import error_shape_of, unauthorized
 from autellix.auth import KeyRing, forwards_client_authorization, read_key_file, requires_key
 from autellix.engine_adapters.accounting import estimate_input_tokens
 from autellix.engine_adapters.admission import AdmissionWindow
+from autellix.engine_adapters.apis import BY_PATH
 from autellix.engine_adapters.base import (
     AdapterOptions,
     EngineAdapter,
@@ -55,7 +57,7 @@ from autellix.engine_adapters.config import SidecarSettings
 from autellix.engine_adapters.gate import AdmissionGate
 from autellix.engine_adapters.metrics import SidecarMetrics
 from autellix.engine_adapters.protocol import CallContext, ProtocolError, decode_call_context
-from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough_get
+from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
 from autellix.serving import reload_keys, run_service, serve_app
@@ -63,7 +65,7 @@ from autellix.serving import reload_keys, run_service, serve_app
 log = logging.getLogger("autellix.sidecar")
 
 KEY_FILE_RELOAD_SECONDS = 10.0
-_GENERATION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+_GENERATION_PATHS = frozenset(BY_PATH)  # apis.py: chat, completions, Responses, Messages
 
 
 class Sidecar:
@@ -191,24 +193,24 @@ async def _every(seconds: float, what: str, step: Callable[[], Awaitable[None]])
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    shape = error_shape_of(request.path)
     try:
         return await handler(request)
     except SidecarError as exc:
-        return error_response(exc)
+        return error_response(exc, shape)
     except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(SidecarError(f"Request body is too large: {exc.text}", status=413))
+        return error_response(SidecarError(f"Request body is too large: {exc.text}", status=413), shape)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
-        return error_response(SidecarError(exc.reason, status=exc.status, error_type=kind))
+        return error_response(SidecarError(exc.reason, status=exc.status, error_type=kind), shape)
     except ConnectionResetError:
         raise  # the client is gone: nobody to answer
     except Exception:  # a bug of ours: still answer in the API's error shape, and keep serving
         log.exception("unexpected error serving %s %s", request.method, request.path)
-        return error_response(
-            SidecarError("Internal error in the sidecar.", status=500, error_type="InternalServerError")
-        )
+        error = SidecarError("Internal error in the sidecar.", status=500, error_type="InternalServerError")
+        return error_response(error, shape)
 
 
 @web.middleware
@@ -227,7 +229,7 @@ async def _auth(
             if request.method == "POST" and request.path in _GENERATION_PATHS:
                 sidecar.metrics.requests.labels("unauthorized").inc()
             error = unauthorized(result.message, result.challenge)
-            return web.json_response(error.body(), status=error.status, headers=error.headers)
+            return error_response(error, error_shape_of(request.path))
     if not sidecar.forward_authorization and "Authorization" in request.headers:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() != "authorization"]
         try:
@@ -237,9 +239,7 @@ async def _auth(
     return await handler(request)
 
 
-async def _generate(
-    request: web.Request, path: Literal["/v1/chat/completions", "/v1/completions"]
-) -> web.StreamResponse:
+async def _generate(request: web.Request, path: str) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
     raw = await request.read()
     try:
@@ -274,16 +274,14 @@ async def _generate(
         gate.leave(call.call_id, completed)
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, "/v1/chat/completions")
+async def generate(request: web.Request) -> web.StreamResponse:
+    """Every generation API (apis.py): queued alike."""
+    return await _generate(request, request.path)
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    return await _generate(request, "/v1/completions")
-
-
-async def models(request: web.Request) -> web.StreamResponse:
-    return await passthrough_get(request.app[SIDECAR], request, "/v1/models")
+async def unqueued(request: web.Request) -> web.StreamResponse:
+    """``/v1/models``, stored responses (read, cancel), ``/v1/messages/count_tokens``: not generation."""
+    return await passthrough(request.app[SIDECAR], request)
 
 
 async def health(_request: web.Request) -> web.Response:
@@ -340,9 +338,12 @@ def create_app(settings: SidecarSettings) -> web.Application:
         await sidecar.client.close()
 
     app.cleanup_ctx.append(lifetime)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_get("/v1/models", models)
+    for path in BY_PATH:
+        app.router.add_post(path, generate)
+    app.router.add_get("/v1/responses/{response_id}", unqueued)
+    app.router.add_post("/v1/responses/{response_id}/cancel", unqueued)
+    app.router.add_post("/v1/messages/count_tokens", unqueued)
+    app.router.add_get("/v1/models", unqueued)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)

@@ -7,16 +7,21 @@ events (an event ends at a blank line: ``\\n\\n`` or ``\\r\\n\\r\\n``) and passe
 at once, byte for byte; only an incomplete tail is held until its end arrives (a client cannot use
 half an event anyway). Per event:
 
-1. ``data: [DONE]`` ends the stream: it is held back, with anything after it, so that the shell can
-   write the completion report (an SSE comment line, ignored by SSE clients and stripped by the proxy)
-   just before it: :meth:`SseRelay.finish`.
-2. A chunk that carries ``usage`` (only those mentioning ``"usage"`` are parsed, so the per-token hot
+1. The stream's last event (chat and completions: ``data: [DONE]``; Responses: ``response.completed``
+   and its kin; Messages: ``message_stop``; the API's dialect says, apis.py rule 3) ends the stream: it
+   is held back, with anything after it, so that the shell can write the completion report (an SSE
+   comment line, ignored by SSE clients and stripped by the proxy) just before it:
+   :meth:`SseRelay.finish`. A last event that carries usage (``response.completed``) is read first.
+2. A chunk that carries ``usage`` (only those that can are parsed: chat's mentioning ``"usage"``,
+   Responses' last event, Messages' ``message_start`` and ``message_delta``, so the per-token hot
    path does no JSON work) updates the call's usage. If it is a usage-only chunk (empty ``choices``)
    and the client did not ask for usage itself, it is dropped: the sidecar asked the engine for usage
    to count tokens, and the client must see the stream it would have seen without us.
-3. A chunk with a top-level ``error`` marks the call as failed (vLLM reports mid-stream errors so).
-4. Events that carry ``choices`` content are counted, as the output-token fallback (accounting.py).
-5. If the stream ends without ``[DONE]`` (engine aborted, connection lost), :meth:`finish` flushes the
+3. A chunk with a top-level ``error`` marks the call as failed (vLLM reports mid-stream errors so), as
+   do Responses' ``error`` and ``response.failed`` events and Messages' ``error`` event.
+4. Events that carry content (chat's ``choices``, ``response.output_text.delta``,
+   ``content_block_delta``) are counted, as the output-token fallback (accounting.py).
+5. If the stream ends without its last event (engine aborted, connection lost), :meth:`finish` flushes the
    held tail, closes it as an event and appends the report, so the proxy still learns what happened.
 
 Feeding the same bytes in any split gives the same output bytes (the property the tests check).
@@ -30,11 +35,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from autellix.engine_adapters.accounting import Usage
+from autellix.engine_adapters.apis import CHAT, StreamDialect
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _DONE = b"[DONE]"
 
 UsageReader = Callable[[Mapping[str, Any]], "Usage | None"]
+
+
+def _name_of(event: bytes) -> bytes | None:
+    """The ``event:`` name of one event, None if it has none (chat's and completions' events)."""
+    if not event.startswith(b"event:") and b"\nevent:" not in event:
+        return None
+    for line in event.splitlines():
+        if line.startswith(b"event:"):
+            return line[6:].strip()
+    return None
 
 
 def _data_of(event: bytes) -> bytes | None:
@@ -48,13 +64,17 @@ def _data_of(event: bytes) -> bytes | None:
 
 
 class SseRelay:
-    """Cuts an SSE byte stream into events, forwards them and collects what the report needs."""
+    """Cuts an SSE byte stream into events, forwards them and collects what the report needs; the
+    ``dialect`` (apis.py rule 3) says which event ends the stream and where usage and errors are."""
 
-    def __init__(self, client_wants_usage: bool, read_usage: UsageReader) -> None:
-        self._strip_usage_chunk = not client_wants_usage
+    def __init__(
+        self, client_wants_usage: bool, read_usage: UsageReader, dialect: StreamDialect = CHAT.dialect
+    ) -> None:
+        self._strip_usage_chunk = not client_wants_usage and dialect.strips_usage_chunks
         self._read_usage = read_usage
+        self._dialect = dialect
         self._buffer = b""
-        self._held = b""  # the [DONE] event and whatever followed it
+        self._held = b""  # the last event and whatever followed it
         self.done = False
         self.usage: Usage | None = None
         self.error_seen = False
@@ -85,7 +105,7 @@ class SseRelay:
         return b"".join(out)
 
     def finish(self, report_line: bytes) -> bytes:
-        """The stream's end: held tail, then ``report_line``, then the held ``[DONE]`` (if any)."""
+        """The stream's end: held tail, then ``report_line``, then the held last event (if any)."""
         tail = self._buffer
         self._buffer = b""
         if tail:  # an unfinished event (never a complete one: feed() passed those on): close it
@@ -94,15 +114,17 @@ class SseRelay:
         return tail + report_line + held
 
     def _keep(self, event: bytes) -> bool:
-        """Classify one complete event; False drops it (the held [DONE] is not kept either)."""
+        """Classify one complete event; False drops it (the held last event is not kept either)."""
         data = _data_of(event)
         if data is None:
             return True
-        if data.strip() == _DONE:
+        dialect = self._dialect
+        name = _name_of(event)
+        if dialect.is_end(name, data) and data.strip() == _DONE:
             self.done = True
             return False
-        if b'"usage"' not in data and b'"error"' not in data:
-            if b'"choices"' in data:
+        if not dialect.may_matter(name, data):
+            if dialect.is_content(name, data):
                 self.content_events += 1
             return True
         try:
@@ -111,15 +133,21 @@ class SseRelay:
             return True
         if not isinstance(payload, dict):
             return True
-        if "error" in payload and "choices" not in payload:
+        keep = True
+        if dialect.is_error(name, payload):
             self.error_seen = True
-            return True
-        usage = self._read_usage(payload)
+            if dialect.strips_usage_chunks:
+                return True
+        shaped = dialect.usage(name, payload)
+        usage = self._read_usage(shaped) if shaped is not None else None
         choices = payload.get("choices")
         if usage is not None:
             self.usage = usage
             if self._strip_usage_chunk and not choices:
-                return False
-        if choices:
+                keep = False
+        if choices or (not dialect.strips_usage_chunks and dialect.is_content(name, data)):
             self.content_events += 1
-        return True
+        if dialect.is_end(name, data):  # held, to follow the report (rule 1)
+            self.done = True
+            return False
+        return keep

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 import uuid
-import zlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
@@ -30,12 +27,10 @@ from autellix.simulator import tokenizer
 from autellix.simulator.config import SimEngineSettings
 from autellix.simulator.driver import EngineDriver, RequestHandle
 from autellix.simulator.engine import EngineConfig, SimEngine, SimRequest
-from autellix.simulator.metrics import SimEngineMetrics
 from autellix.simulator.openai_api import (
     ApiError,
     ChatCompletionRequest,
     Completion,
-    CompletionRequest,
     StreamHeader,
     chat_response,
     completion_response,
@@ -43,131 +38,18 @@ from autellix.simulator.openai_api import (
     parse_request,
     sse,
 )
+from autellix.simulator.service import (
+    SERVICE,
+    PreparedRequest,
+    SimEngineService,
+    finish_reason,
+    outputs,
+)
 from autellix.simulator.stepmodel import StepProfile, get_profile
 
 log = logging.getLogger("autellix.sim_engine")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedRequest:
-    """A validated request, ready for the engine."""
-
-    prompt_token_ids: list[int]
-    max_tokens: int
-    output_len: int
-    priority: int
-    stream: bool
-    include_usage: bool
-    return_token_ids: bool
-    request_key: int
-
-
-class SimEngineService:
-    """Everything one server instance owns: settings, engine driver, metrics."""
-
-    def __init__(self, settings: SimEngineSettings, profile: StepProfile, driver: EngineDriver) -> None:
-        self.settings = settings
-        self.profile = profile
-        self.driver = driver
-        config = driver.engine.config
-        cache_config = {
-            "block_size": str(config.block_size),
-            "num_gpu_blocks": str(config.num_gpu_blocks),
-            "enable_prefix_caching": str(config.enable_prefix_caching),
-        }
-        self.metrics = SimEngineMetrics(
-            lambda: driver.engine.stats,
-            settings.model_name,
-            cache_config,
-            read_lag=lambda: driver.lag_seconds,
-        )
-        self.created = int(time.time())
-
-    def prepare(self, body: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
-        settings = self.settings
-        if body.model is not None and body.model != settings.model_name:
-            raise ApiError(
-                f"The model `{body.model}` does not exist.",
-                status=404,
-                error_type="NotFoundError",
-                param="model",
-            )
-        if isinstance(body, ChatCompletionRequest):
-            if not body.messages:
-                raise ApiError("messages: must contain at least one message", param="messages")
-            prompt_ids = tokenizer.encode(
-                tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
-            )
-            requested = (
-                body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-            )
-        else:
-            prompt_ids = _completion_prompt_ids(body.prompt)
-            requested = body.max_tokens
-        if not prompt_ids:
-            raise ApiError("The prompt is empty.", param="prompt")
-        max_len = settings.max_model_len
-        # vLLM 0.32's checks, in its order: an output longer than the model is an error, a prompt longer
-        # than the model is an error, otherwise the output is clipped to the context that remains.
-        if requested is not None and requested < 1:
-            raise ApiError(f"max_tokens must be at least 1, got {requested}.", param="max_tokens")
-        if requested is not None and requested > max_len:
-            raise ApiError(
-                f"max_tokens={requested} cannot be greater than max_model_len={max_len}. Please request "
-                "fewer output tokens.",
-                param="max_tokens",
-            )
-        if len(prompt_ids) > max_len:
-            raise ApiError(
-                f"This model's maximum context length is {max_len} tokens. However, your prompt contains "
-                f"{len(prompt_ids)} input tokens, which exceeds this limit even without any output tokens. "
-                "Please reduce the length of the input prompt.",
-                param="input_tokens",
-            )
-        room = max_len - len(prompt_ids)
-        max_tokens = room if requested is None else min(requested, room)
-        if max_tokens < 1:
-            raise ApiError(f"max_tokens must be at least 1, got {max_tokens}.", param="max_tokens")
-        key = zlib.crc32(json.dumps(prompt_ids[-256:]).encode()) ^ len(prompt_ids)
-        if body.ignore_eos:
-            output_len = max_tokens
-        else:
-            rng = random.Random(settings.seed * 1_000_003 + key)
-            drawn = 1 + int(rng.expovariate(1.0 / max(settings.mean_output_tokens - 1, 1e-9)))
-            output_len = max(min(drawn, max_tokens), min(body.min_tokens, max_tokens), 1)
-        stream_options = body.stream_options
-        return PreparedRequest(
-            prompt_token_ids=prompt_ids,
-            max_tokens=max_tokens,
-            output_len=output_len,
-            # vLLM 0.32 ignores an integer priority on an FCFS server (reference.md §6).
-            priority=body.priority if settings.scheduling_policy == "priority" else 0,
-            stream=bool(body.stream),
-            include_usage=bool(stream_options and stream_options.include_usage),
-            return_token_ids=bool(body.return_token_ids),
-            request_key=key,
-        )
-
-    def token_id(self, prepared: PreparedRequest, index: int) -> int:
-        return tokenizer.generated_token_id(self.settings.seed, prepared.request_key, index)
-
-
-def _completion_prompt_ids(prompt: str | list[int] | list[str] | list[list[int]]) -> list[int]:
-    if isinstance(prompt, str):
-        return tokenizer.encode(prompt)
-    if not prompt:
-        return []
-    if all(isinstance(p, int) for p in prompt):
-        return [int(p) for p in prompt]  # type: ignore[arg-type]
-    if len(prompt) != 1:
-        raise ApiError("The simulated engine takes one prompt per request, not a batch.", param="prompt")
-    only = prompt[0]
-    return tokenizer.encode(only) if isinstance(only, str) else list(only)  # type: ignore[arg-type]
-
-
-SERVICE = web.AppKey("service", SimEngineService)
 
 
 def error_response(error: ApiError) -> web.Response:
@@ -219,44 +101,6 @@ async def _generate(request: web.Request, kind: Literal["chat", "completion"]) -
             service.driver.abort(request_id)
 
 
-async def _outputs(
-    service: SimEngineService, prepared: PreparedRequest, handle: RequestHandle
-) -> AsyncIterator[tuple[list[int], bool, int]]:
-    """Yield (new token ids, finished, cached tokens) per step; record latency metrics at the end."""
-    produced = 0
-    first_at: float | None = None
-    last_at = handle.arrival
-    gaps: list[float] = []
-    queue_time: float | None = None
-    while True:
-        output, at = await handle.outputs.get()
-        if first_at is None:
-            first_at = at
-            if output.first_scheduled_time is not None:
-                queue_time = max(0.0, output.first_scheduled_time - handle.arrival)
-        else:
-            gaps.append(at - last_at)
-        last_at = at
-        new_ids = [service.token_id(prepared, produced + i) for i in range(output.new_tokens)]
-        produced += output.new_tokens
-        if output.finished:
-            reason = _finish_reason(prepared, produced)
-            service.metrics.observe_finished(
-                ttft=first_at - handle.arrival,
-                token_gaps=gaps,
-                e2e=at - handle.arrival,
-                queue_time=queue_time,
-                finish_reason=reason,
-            )
-        yield new_ids, output.finished, output.num_cached_tokens
-        if output.finished:
-            return
-
-
-def _finish_reason(prepared: PreparedRequest, produced: int) -> str:
-    return "length" if produced >= prepared.max_tokens else "stop"
-
-
 async def _complete(
     service: SimEngineService,
     kind: Literal["chat", "completion"],
@@ -265,7 +109,7 @@ async def _complete(
 ) -> web.Response:
     token_ids: list[int] = []
     cached = 0
-    async for new_ids, _finished, cached_tokens in _outputs(service, prepared, handle):
+    async for new_ids, _finished, cached_tokens in outputs(service, prepared, handle):
         token_ids.extend(new_ids)
         cached = cached_tokens
     done = Completion(
@@ -275,7 +119,7 @@ async def _complete(
         text=tokenizer.decode(token_ids),
         token_ids=token_ids,
         prompt_token_ids=prepared.prompt_token_ids,
-        finish_reason=_finish_reason(prepared, len(token_ids)),
+        finish_reason=finish_reason(prepared, len(token_ids)),
         num_cached_tokens=cached,
     )
     build = chat_response if kind == "chat" else completion_response
@@ -298,10 +142,10 @@ async def _stream(
         prompt_ids = None
     produced = 0
     cached = 0
-    async for new_ids, finished, cached_tokens in _outputs(service, prepared, handle):
+    async for new_ids, finished, cached_tokens in outputs(service, prepared, handle):
         cached = cached_tokens
         produced += len(new_ids)
-        reason = _finish_reason(prepared, produced) if finished else None
+        reason = finish_reason(prepared, produced) if finished else None
         chunk = header.delta_chunk(
             tokenizer.decode(new_ids),
             new_ids if prepared.return_token_ids else None,

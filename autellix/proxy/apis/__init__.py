@@ -8,7 +8,7 @@ a path's errors go out (the error middleware asks it for every request, matched 
 
 from __future__ import annotations
 
-from autellix.api_errors import ErrorShape
+from autellix.api_errors import error_shape_of
 
 from .base import PREFIX_CHARS, Api, CallBody
 from .chat import CHAT
@@ -18,11 +18,6 @@ from .responses import RESPONSES
 
 APIS: tuple[Api, ...] = (CHAT, COMPLETIONS, RESPONSES, MESSAGES)
 BY_NAME = {api.name: api for api in APIS}
-
-
-def error_shape_of(path: str) -> ErrorShape:
-    """Anthropic's shape for the Messages routes, OpenAI's everywhere else."""
-    return "anthropic" if path == "/v1/messages" or path.startswith("/v1/messages/") else "openai"
 
 
 def parse_call_body(name: str, raw: bytes) -> CallBody:
