@@ -38,6 +38,11 @@ class SimEngineSettings(BaseSettings):
     )
     max_model_len: int = Field(32768, ge=2, description="longest prompt + output accepted")
     prefix_caching: bool = Field(True, description="reuse KV blocks of shared prompt prefixes")
+    enable_responses_store: bool = Field(
+        False,
+        description="store Responses API replies (previous_response_id, GET, cancel, background), as vLLM "
+        "does with VLLM_ENABLE_RESPONSES_API_STORE=1; off by default, as in vLLM",
+    )
     seed: int = Field(0, description="seed for generated text and output lengths")
     mean_output_tokens: int = Field(
         128, ge=1, description="mean output length when ignore_eos is not set (geometric distribution)"

@@ -6,7 +6,8 @@ requests like vLLM, turns them into engine requests, streams tokens out as the
 request in the engine when its client goes away (handler cancellation on disconnect, as vLLM does).
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``, ``GET /health``,
-``GET /metrics``, ``POST /tokenize``, ``POST /detokenize``, ``GET /version``, ``GET /server_info``.
+``GET /metrics``, ``POST /tokenize``, ``POST /detokenize``, ``GET /version``, ``GET /server_info``; the
+Responses and Messages routes are server_apis.py's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from autellix.serving import run_service, serve_app
 from autellix.simulator import tokenizer
 from autellix.simulator.config import SimEngineSettings
 from autellix.simulator.driver import EngineDriver, RequestHandle
-from autellix.simulator.engine import EngineConfig, SimEngine, SimRequest
+from autellix.simulator.engine import EngineConfig, SimEngine
 from autellix.simulator.openai_api import (
     ApiError,
     ChatCompletionRequest,
@@ -38,12 +39,14 @@ from autellix.simulator.openai_api import (
     parse_request,
     sse,
 )
+from autellix.simulator.server_apis import add_routes
 from autellix.simulator.service import (
     SERVICE,
     PreparedRequest,
     SimEngineService,
     finish_reason,
     outputs,
+    running,
 )
 from autellix.simulator.stepmodel import StepProfile, get_profile
 
@@ -77,28 +80,10 @@ async def _generate(request: web.Request, kind: Literal["chat", "completion"]) -
     body = parse_request(kind, await request.read())
     prepared = service.prepare(body)
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    try:
-        handle = service.driver.submit(
-            SimRequest(
-                request_id,
-                prepared.prompt_token_ids,
-                prepared.output_len,
-                0.0,
-                prepared.priority,
-                token_key=prepared.request_key,
-            )
-        )
-    except ValueError as exc:
-        raise ApiError(str(exc)) from exc
-    try:
+    async with running(service, prepared, request_id) as handle:
         if prepared.stream:
             return await _stream(request, service, kind, prepared, handle)
         return await _complete(service, kind, prepared, handle)
-    finally:
-        if handle.finished:
-            service.driver.release(request_id)
-        else:
-            service.driver.abort(request_id)
 
 
 async def _complete(
@@ -288,6 +273,7 @@ def create_app(settings: SimEngineSettings) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/tokenize", tokenize)
     app.router.add_post("/detokenize", detokenize)
+    add_routes(app, settings.enable_responses_store)
     return app
 
 

@@ -11,6 +11,7 @@ new tokens and records the latency metrics when the request ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -23,6 +24,7 @@ from aiohttp import web
 from autellix.simulator import tokenizer
 from autellix.simulator.config import SimEngineSettings
 from autellix.simulator.driver import EngineDriver, RequestHandle
+from autellix.simulator.engine import SimRequest
 from autellix.simulator.metrics import SimEngineMetrics
 from autellix.simulator.openai_api import ApiError, ChatCompletionRequest, CompletionRequest
 from autellix.simulator.stepmodel import StepProfile
@@ -212,3 +214,31 @@ async def outputs(
 
 def finish_reason(prepared: PreparedRequest, produced: int) -> str:
     return "length" if produced >= prepared.max_tokens else "stop"
+
+
+@contextlib.asynccontextmanager
+async def running(
+    service: SimEngineService, prepared: PreparedRequest, request_id: str
+) -> AsyncIterator[RequestHandle]:
+    """The request in the engine for as long as the block runs: released when it finished, aborted
+    (its KV blocks freed) when the block ends before (a client that went away)."""
+    try:
+        handle = service.driver.submit(
+            SimRequest(
+                request_id,
+                prepared.prompt_token_ids,
+                prepared.output_len,
+                0.0,
+                prepared.priority,
+                token_key=prepared.request_key,
+            )
+        )
+    except ValueError as exc:
+        raise ApiError(str(exc)) from exc
+    try:
+        yield handle
+    finally:
+        if handle.finished:
+            service.driver.release(request_id)
+        else:
+            service.driver.abort(request_id)
