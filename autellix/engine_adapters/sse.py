@@ -120,12 +120,16 @@ class SseRelay:
             return True
         dialect = self._dialect
         name = _name_of(event)
-        if dialect.is_end(name, data) and data.strip() == _DONE:
+        end = dialect.is_end(name, data)
+        if end and data.strip() == _DONE:
             self.done = True
             return False
         if not dialect.may_matter(name, data):
             if dialect.is_content(name, data):
                 self.content_events += 1
+            if end:  # held, to follow the report (rule 1)
+                self.done = True
+                return False
             return True
         try:
             payload = json.loads(data)
@@ -147,7 +151,7 @@ class SseRelay:
                 keep = False
         if choices or (not dialect.strips_usage_chunks and dialect.is_content(name, data)):
             self.content_events += 1
-        if dialect.is_end(name, data):  # held, to follow the report (rule 1)
+        if end:  # held, to follow the report (rule 1)
             self.done = True
             return False
         return keep

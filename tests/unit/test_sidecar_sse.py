@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autellix.engine_adapters.accounting import Usage
+from autellix.engine_adapters.apis import MESSAGES, RESPONSES
 from autellix.engine_adapters.protocol import REPORT_SSE_PREFIX, CompletionReport, decode_report
 from autellix.engine_adapters.sse import SseRelay
 from autellix.engine_adapters.vllm import VllmAdapter
@@ -108,3 +110,44 @@ def test_any_split_of_the_stream_gives_the_same_bytes(wants_usage: bool, cuts: l
     split, relay = relay_all(chunks, wants_usage)
     assert split == whole
     assert relay.done and relay.usage is not None
+
+
+RESPONSES_EVENTS = [
+    b'event: response.created\ndata: {"response":{"id":"r","usage":null},"type":"response.created"}\n\n',
+    b'event: response.output_text.delta\ndata: {"delta":"a","type":"response.output_text.delta"}\n\n',
+    b'event: response.output_text.delta\ndata: {"delta":"b","type":"response.output_text.delta"}\n\n',
+    b'event: response.completed\ndata: {"response":{"id":"r","usage":{"input_tokens":9,"output_tokens":2,'
+    b'"input_tokens_details":{"cached_tokens":4}},"metrics":{"queue_time_ms":250}},'
+    b'"type":"response.completed"}\n\n',
+]
+MESSAGES_EVENTS = [
+    b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":9,'
+    b'"output_tokens":0}}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"a"}}\n\n',
+    b'event: message_delta\ndata: {"type":"message_delta","usage":{"input_tokens":5,"output_tokens":3,'
+    b'"cache_read_input_tokens":4,"cache_creation_input_tokens":0}}\n\n',
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "events", "usage"),
+    [
+        (RESPONSES, RESPONSES_EVENTS, Usage(9, 4, 2, engine_queue_time=0.25)),
+        (MESSAGES, MESSAGES_EVENTS, Usage(9, 4, 3)),  # Anthropic's input_tokens leaves the cached out
+    ],
+)
+def test_named_event_streams_hold_their_last_event_behind_the_report(rules, events, usage) -> None:
+    relay = SseRelay(False, VllmAdapter().read_usage, rules.dialect)
+    sent = b"".join(relay.feed(chunk) for chunk in [b"".join(events)[i : i + 7] for i in range(0, 2000, 7)])
+    assert relay.done and sent == b"".join(events[:-1])  # nothing dropped, the last event held
+    assert relay.finish(b": report\n\n") == b": report\n\n" + events[-1]
+    assert relay.usage == usage and not relay.error_seen
+    assert relay.content_events == (2 if rules is RESPONSES else 1)
+
+
+def test_an_error_event_fails_a_named_event_stream() -> None:
+    relay = SseRelay(False, VllmAdapter().read_usage, MESSAGES.dialect)
+    error = b'event: error\ndata: {"type":"error","error":{"type":"x","message":"m"}}\n\n'
+    relay.feed(MESSAGES_EVENTS[0] + error)
+    assert relay.error_seen and relay.done
