@@ -270,11 +270,9 @@ async def get_program(request: web.Request) -> web.Response:
 async def delete_program(request: web.Request) -> web.Response:
     proxy = request.app[PROXY]
     program_id = _program_id(request)
-    state = await proxy.store.end(program_id, time.time())
+    state = await proxy.store.end(program_id, time.time(), deleted=True)
     if state is None:
         raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
-    proxy.metrics.program_service.observe(state.service_plas)
-    proxy.metrics.program_wait.observe(state.wait)
     return web.json_response(
         {"id": program_id, "object": "program", "deleted": True, "state": program_json(state)}
     )
@@ -315,9 +313,19 @@ def build_store(
         metrics.call_exec.observe(max(0.0, finish.exec_time))
         metrics.call_wait.observe(max(0.0, finish.queue_wait))
 
-    def on_program_end(service: float, wait: float) -> None:
-        metrics.program_service.observe(service)
-        metrics.program_wait.observe(wait)
+    def on_program_end(state: ProgramState, ended_by: str) -> None:
+        if ended_by != "expired":  # as before the program-level histograms: explicit and one-call ends
+            metrics.program_service.observe(state.service_plas)
+            metrics.program_wait.observe(state.wait)
+        if state.last_completion is None:
+            return  # never ran a call: nothing to measure
+        kind = state.kind or "unspecified"
+        response = state.response_time
+        metrics.child(metrics.program_response, kind, ended_by).observe(response)
+        if state.output_tokens > 0:
+            metrics.child(metrics.program_token_latency, kind, ended_by).observe(
+                response / state.output_tokens
+            )
 
     events = StoreEvents(
         on_start_ahead=lambda outcome: metrics.child(metrics.starts_ahead, outcome).inc(),
@@ -403,7 +411,7 @@ def create_app(
             exchange,
             ledger,
             metrics,
-            CallSettings(settings.retries, settings.retry_backoff),
+            CallSettings(settings.retries, settings.retry_backoff, frozenset(settings.program_kinds)),
             replica_id,
             random.Random(),
         )

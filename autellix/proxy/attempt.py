@@ -32,6 +32,7 @@ class Attempt:
     one_shot: bool  # the call is a program of its own, ended with this finish
     started: float  # the request's arrival (perf_counter)
     atlas_at_arrival: float = 0.0  # the ATLAS path the call inherited (the mirror's finish needs it)
+    engine: str = ""  # the engine the attempt went to
     sent: float = 0.0
     upstream_end: float = 0.0
     finished: bool = False
@@ -73,6 +74,13 @@ class Ledger:
         """The attempt's finish, recorded (or sent, in order) before this returns (store.py rule 4)."""
         attempt.finished = True
         if report is not None:
+            if attempt.engine:  # the fleet's prefix-cache hit rate, as the sidecars report it
+                self.metrics.child(self.metrics.prompt_tokens, attempt.engine).inc(
+                    max(0, report.prompt_tokens)
+                )
+                self.metrics.child(self.metrics.cached_tokens, attempt.engine).inc(
+                    max(0, report.cached_tokens)
+                )
             finish = CallFinish(
                 attempt.program_id,
                 attempt.call_id,

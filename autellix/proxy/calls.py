@@ -64,7 +64,7 @@ from .apis import Api
 from .attempt import Attempt, Ledger
 from .backends import BackendPool
 from .exchange import Exchange, Retry
-from .identity import IdentityError, extract_identity
+from .identity import IdentityError, extract_identity, program_kind
 from .metrics import ProxyMetrics
 from .programs import CallStart
 from .routing import EngineView, NoEngineAvailable, RouteRequest, RoutingPolicy
@@ -75,6 +75,7 @@ from .store import ProgramStore
 class CallSettings:
     retries: int = 2
     backoff: float = 0.05
+    program_kinds: frozenset[str] = frozenset()  # identity.py rule 5
 
 
 class CallPath:
@@ -124,6 +125,7 @@ class CallPath:
         one_shot = named_here and not body.keeps_program  # rule 8
         program_id = program_id or f"call-{call_id}"
         required = stored.engine_id if stored is not None else None  # rule 9
+        kind = program_kind(request.headers, body.metadata, self.settings.program_kinds)
         store.prepare(program_id, named_here)
         excluded: set[str] = set()
         last_error: ApiError | None = None
@@ -162,7 +164,7 @@ class CallPath:
             call = f"{call_id}.{attempt}" if attempt else call_id
             pin = decision.pin and required is None  # a pin could redirect the call away (rule 9)
             engine_id, thread_id = decision.engine_id, identity.thread_id
-            start = CallStart(program_id, call, engine_id, thread_id, body.input_tokens, pin)
+            start = CallStart(program_id, call, engine_id, thread_id, body.input_tokens, pin, kind)
             result = await store.start(start, time.time(), one_shot=one_shot)
             engine = result.engine_id
             redirected = engine != decision.engine_id
@@ -175,7 +177,7 @@ class CallPath:
                 await self.ledger.finish(given_back, None, 0.0, 0.0, ok=False, end=False)
                 excluded.add(engine)
                 continue
-            this = Attempt(program_id, call, one_shot, started, result.service_atlas)
+            this = Attempt(program_id, call, one_shot, started, result.service_atlas, engine=engine)
             try:
                 return await self.exchange.run(
                     request, api, backend, body, raw, identity.thread_id, result, this

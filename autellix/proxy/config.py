@@ -70,6 +70,11 @@ class ProxySettings(BaseSettings):
         description="seconds a crashed replica's calls stay counted in Redis before any "
         "replica's gc releases them",
     )
+    program_kinds: list[str] = Field(
+        ["chat", "tool-use", "tree-search", "map-reduce", "coding-agent", "research"],
+        description="program kinds a client may name (X-Program-Kind, metadata.program_kind) for the "
+        "program-level metrics' kind label; any other is 'other', none 'unspecified'",
+    )
     router: str = Field("autellix", description="routing policy by name (see autellix.proxy.routing)")
     router_params: dict[str, Any] | None = Field(
         None, description="the router's parameters (YAML mapping or JSON), e.g. {short_call_max_tokens: 2048}"

@@ -68,14 +68,14 @@ from .programs import (
 )
 from .programs.redis_scripts import finish_summary, start_reply
 from .programs.redis_table import RedisProgramTable
-from .programs.rules import new_program
+from .programs.rules import is_expired, new_program
 
 log = logging.getLogger("autellix.proxy.table")
 
 MAX_PENDING_FINISHES = 10_000
 MAX_LOCAL_REPLIES = 200_000
 T = TypeVar("T")
-Ended = tuple[float, float]  # an ended program's (service, wait)
+Ended = ProgramState  # a program as it was when its last finish ended it
 TableObserver = Callable[[str, float, bool], None]
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -101,13 +101,19 @@ class LocalProgramTable(MemoryProgramTable):
             return None
         return found[0]
 
-    def gc(self, now: float) -> list[str]:
+    def expire(self, now: float) -> list[ProgramState]:
+        """``gc``, with the expired programs as they were (and stored replies past the idle TTL)."""
         while self._replies:
             oldest = next(iter(self._replies.values()))
             if now - oldest[1] <= self.expiry.idle_ttl:
                 break
             self._replies.popitem(last=False)
-        return super().gc(now)
+        states = {pid: state for pid, state in self._programs.items() if is_expired(state, now, self.expiry)}
+        super().gc(now)
+        return [states[pid] for pid in sorted(states)]
+
+    def gc(self, now: float) -> list[str]:
+        return [state.program_id for state in self.expire(now)]
 
     def create(self, program_id: str, now: float) -> bool:
         if program_id in self:
@@ -263,7 +269,7 @@ class FailoverTable:
             if self.redis is None or key in self._local_calls:
                 self._local_calls.discard(key)
                 state = self.local.finish_and_maybe_end(finish, now, end_program)
-                done.set_result((state.service_plas, state.wait) if state and end_program else None)
+                done.set_result(state if state is not None and end_program else None)
             else:
                 self._pending.append((finish, now, end_program))
                 done.set_result(None)
@@ -288,7 +294,7 @@ class FailoverTable:
                 summary = None
             else:
                 self._observe("finish_call", time.perf_counter() - started, True)
-                summary = finish_summary(reply.result())
+                summary = finish_summary(finish.program_id, reply.result())
             if not outcome.done():
                 outcome.set_result(summary)
 
@@ -297,7 +303,7 @@ class FailoverTable:
 
     async def _finish_unordered(self, finish: CallFinish, now: float, end_program: bool) -> Ended | None:
         state = await self.finish_call(finish, now, end_program=end_program)
-        return (state.service_plas, state.wait) if state is not None and end_program else None
+        return state if state is not None and end_program else None
 
     async def remember_reply(self, reply_id: str, reply: StoredReply, now: float) -> None:
         """Rule 8: returns at once on memory or a standalone Redis; waits on a Redis Cluster."""
@@ -364,13 +370,17 @@ class FailoverTable:
         return ended
 
     async def gc(self, now: float) -> list[str]:
-        expired = set(self.local.gc(now))
+        return sorted({state.program_id for state in await self.expire(now)})
+
+    async def expire(self, now: float) -> list[ProgramState]:
+        """Expire programs in both tables; the expired programs as they were."""
+        expired = self.local.expire(now)
         if self._use_redis():
             with contextlib.suppress(*_OUTAGE):
-                expired.update(await self._on_redis("gc", lambda t: t.gc(now)))
+                expired += await self._on_redis("gc", lambda t: t.expire(now))
         live = {pid for pid, _ in self._local_calls if pid in self.local}
         self._local_calls = {key for key in self._local_calls if key[0] in live}
-        return sorted(expired)
+        return expired
 
     async def engine_loads(self) -> dict[str, int]:
         loads = self.local.engine_loads()

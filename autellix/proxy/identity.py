@@ -27,6 +27,10 @@ A program is whatever the client says it is; the proxy only picks the id out of 
    undecodable bytes); the first source found is checked and a bad one is an error (400), never
    skipped for a later source, so a client learns about its mistake.
 
+5. Kind: ``X-Program-Kind``, else ``metadata.program_kind``: what the program is, for the program-level
+   metrics only. A label's values must stay few, so a kind outside the operator's list is ``other``
+   (and no kind at all leaves the program's kind unsaid: ``unspecified`` on the metrics).
+
 The paper's prototype did not authenticate program ids and neither does this: a client can name any
 program (reference.md §1, stated limits).
 """
@@ -40,6 +44,7 @@ from typing import Any
 from autellix.engine_adapters.protocol import MAX_ID_LENGTH
 
 PROGRAM_HEADER = "X-Program-Id"
+KIND_HEADER = "X-Program-Kind"
 THREAD_HEADER = "X-Thread-Id"
 SESSION_HEADERS = (
     "X-Session-Id",
@@ -118,3 +123,16 @@ def extract_identity(
         source, value = hint
         return Identity(check_id(value, source.removeprefix("body:")), thread, source)
     return Identity(None, thread, "none")
+
+
+def program_kind(
+    headers: Mapping[str, str], metadata: Mapping[str, Any] | None, allowed: frozenset[str]
+) -> str | None:
+    """Rule 5: the kind a call names, ``"other"`` when it is not in ``allowed``, None when unsaid."""
+    value: Any = headers.get(KIND_HEADER)
+    if not value and metadata is not None:
+        value = metadata.get("program_kind")
+    if not value or not isinstance(value, str):
+        return None
+    kind = value.strip().lower()
+    return kind if kind in allowed else "other"

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_PROGRAM_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+_TOKEN_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _REASON_END = re.compile(r"[(:,]")
 _DIGITS = re.compile(r"\d+")
 MAX_CACHED_REASONS = 1024
@@ -101,6 +103,35 @@ class ProxyMetrics:
             "autellix_proxy_program_wait_seconds",
             "accumulated queue wait of programs when they end",
             buckets=_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.program_response = Histogram(
+            "autellix_proxy_program_response_seconds",
+            "program response time (creation to last completion) when a program ends, by kind and by how "
+            "it ended (one_call, deleted, expired)",
+            ["kind", "ended_by"],
+            buckets=_PROGRAM_BUCKETS,
+            registry=r,
+        )
+        self.program_token_latency = Histogram(
+            "autellix_proxy_program_token_latency_seconds",
+            "program token latency (response time / output tokens, the paper's metric) when a program "
+            "that generated tokens ends, by kind and by how it ended",
+            ["kind", "ended_by"],
+            buckets=_TOKEN_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "autellix_proxy_prompt_tokens",
+            "prompt tokens of finished calls as the sidecars report them, by engine",
+            ["engine"],
+            registry=r,
+        )
+        self.cached_tokens = Counter(
+            "autellix_proxy_cached_prompt_tokens",
+            "prompt tokens the engine's prefix cache served, as the sidecars report them, by engine "
+            "(over prompt_tokens: the fleet's prefix-cache hit rate)",
+            ["engine"],
             registry=r,
         )
         self.table_errors = Counter(

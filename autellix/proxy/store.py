@@ -26,8 +26,8 @@ be waited for. This store answers those questions; underneath it are the tables 
    the program is executed after it); only an unordered table (Redis Cluster) is awaited, shielded,
    so that a cancellation cannot lose it. :meth:`ProgramStore.finish_soon` is the same without the
    wait. Every finish advances the mirror (mirror rule 2) and is reported to ``on_finish``; a finish
-   that ends its program forgets it and reports the ended program's ``(service, wait)`` to
-   ``on_program_end`` when the table answers.
+   that ends its program forgets it and reports the ended program to ``on_program_end`` when the
+   table answers (rule 8).
 5. ``loads`` is this replica's view of the fleet's outstanding calls per engine, for routing: every
    start's reply replaces it, :meth:`count_routed` adds a call at once (calls arriving together spread
    out before their replies return), and the app refreshes it every second.
@@ -35,6 +35,9 @@ be waited for. This store answers those questions; underneath it are the tables 
    on a reachable table, so the program's first call can go ahead; :meth:`ProgramStore.end` forgets it.
 7. A reply an engine stores (a Responses API response) is remembered with its program and engine
    (failover.py rule 8), so the call that continues it joins that program on that engine.
+8. Programs end three ways, each reported to ``on_program_end`` with the program as it ended: with
+   the finish of their only call (``one_call``: a call without a program id), by ``DELETE``
+   (``deleted``), and by expiry after the idle TTL (``expired``: most agents never say they are done).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class StoreEvents:
 
     on_start_ahead: Callable[[str], None] = _ignore  # rule 2: confirmed, differed, failed
     on_finish: Callable[[CallFinish], None] = _ignore  # rule 4: every finish recorded
-    on_program_end: Callable[[float, float], None] = _ignore  # rule 4: an ended program's service, wait
+    on_program_end: Callable[[ProgramState, str], None] = _ignore  # rule 8: a program as it ended, and how
 
 
 class ProgramStore:
@@ -169,7 +172,7 @@ class ProgramStore:
     def _observe_end(self, done: asyncio.Future[Ended | None]) -> None:
         ended = None if done.cancelled() or done.exception() is not None else done.result()
         if ended is not None:
-            self.events.on_program_end(ended[0], ended[1])
+            self.events.on_program_end(ended, "one_call")
 
     def _start_ahead(self, start: CallStart, now: float) -> CallStartResult | None:
         """Rule 2: the start written without waiting and the mirrored context, when the mirror is
@@ -287,16 +290,25 @@ class ProgramStore:
             self.mirror.created(program_id)  # its first call can go ahead (mirror rule 1)
         return created
 
-    async def end(self, program_id: str, now: float) -> ProgramState | None:
-        """Rule 6: ``DELETE /v1/programs/{id}``, or a one-call program whose call was never served."""
+    async def end(self, program_id: str, now: float, *, deleted: bool = False) -> ProgramState | None:
+        """Rule 6: ``DELETE /v1/programs/{id}`` (``deleted``: reported, rule 8), or a one-call program
+        whose call was never served (not reported: it never ran)."""
         self.mirror.forget(program_id)
-        return await self.tables.end(program_id, now)
+        state = await self.tables.end(program_id, now)
+        if state is not None and deleted:
+            self.events.on_program_end(state, "deleted")
+        return state
 
     async def get(self, program_id: str) -> ProgramState | None:
         return await self.tables.get(program_id)
 
     async def gc(self, now: float) -> list[str]:
-        return await self.tables.gc(now)
+        """Expire idle programs (rule 8 reports each)."""
+        expired = await self.tables.expire(now)
+        for state in expired:
+            self.mirror.forget(state.program_id)
+            self.events.on_program_end(state, "expired")
+        return sorted(state.program_id for state in expired)
 
     async def engine_loads(self) -> dict[str, int]:
         return await self.tables.engine_loads()

@@ -52,7 +52,8 @@ async def test_the_brief_finish_gives_the_ended_programs_service_and_wait(redis_
     await store.start_call(CallStart("p", "b", "e1"), now=0.0)
     assert await store.finish_soon(CallFinish("p", "a", exec_time=2.5, queue_wait=0.25), now=1.0) is None
     last = CallFinish("p", "b", exec_time=1.5, queue_wait=0.5)
-    assert await store.finish_soon(last, now=2.0, end_program=True) == (4.0, 0.75)
+    ended = await store.finish_soon(last, now=2.0, end_program=True)
+    assert ended is not None and (ended.service_plas, ended.wait, ended.calls_completed) == (4.0, 0.75, 2)
     assert await store.get("p") is None and await store.engine_loads() == {}
     assert await store.finish_soon(CallFinish("p", "b", exec_time=1.0), now=3.0) is None  # not in flight
     await store.aclose()

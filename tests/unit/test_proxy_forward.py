@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autellix.proxy.apis import CHAT
-from autellix.proxy.programs import CallFinish
+from autellix.proxy.programs import CallFinish, ProgramState
 from autellix.proxy.sse import StreamEnd
 from autellix.proxy.store import ProgramStore, StoreEvents
 from autellix.proxy.transport import backend_unreachable
@@ -105,12 +105,12 @@ class SlowClusterTables:
 
     def finish_soon(
         self, finish: CallFinish, now: float, *, end_program: bool = False
-    ) -> asyncio.Future[tuple[float, float] | None]:
-        async def record() -> tuple[float, float] | None:
+    ) -> asyncio.Future[ProgramState | None]:
+        async def record() -> ProgramState | None:
             self.entered.set()
             await self.gate.wait()
             self.finished.append(finish)
-            return (3.0, 1.0) if end_program else None
+            return ProgramState(finish.program_id, 0.0, 3.0, wait=1.0) if end_program else None
 
         return asyncio.ensure_future(record())
 
@@ -123,12 +123,12 @@ class OrderedTables:
     outages = 0
 
     def __init__(self) -> None:
-        self.outcome: asyncio.Future[tuple[float, float] | None] | None = None
+        self.outcome: asyncio.Future[ProgramState | None] | None = None
         self.sent: list[tuple[CallFinish, bool]] = []
 
     def finish_soon(
         self, finish: CallFinish, now: float, *, end_program: bool = False
-    ) -> asyncio.Future[tuple[float, float] | None]:
+    ) -> asyncio.Future[ProgramState | None]:
         self.sent.append((finish, end_program))
         self.outcome = asyncio.get_running_loop().create_future()
         return self.outcome
@@ -136,7 +136,7 @@ class OrderedTables:
 
 def store_on(tables: object, ended: list[tuple[float, float]] | None = None) -> ProgramStore:
     seen = ended if ended is not None else []
-    events = StoreEvents(on_program_end=lambda service, wait: seen.append((service, wait)))
+    events = StoreEvents(on_program_end=lambda state, how: seen.append((state.service_plas, state.wait)))
     return ProgramStore(cast(Any, tables), events=events)
 
 
@@ -163,6 +163,6 @@ async def test_a_finish_on_an_ordered_table_is_sent_without_waiting_for_its_outc
     await store.finish(finish, 0.0, atlas_at_arrival=0.0, end_program=end)  # returns, outcome pending
     assert [(f.call_id, e) for f, e in tables.sent] == [("c", end)]
     assert tables.outcome is not None and not tables.outcome.done()
-    tables.outcome.set_result((7.0, 0.5) if end else None)
+    tables.outcome.set_result(ProgramState("p", 0.0, 7.0, wait=0.5) if end else None)
     await asyncio.sleep(0)  # the outcome's callbacks run
     assert ended == ([(7.0, 0.5)] if end else [])

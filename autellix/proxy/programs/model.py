@@ -25,6 +25,7 @@ class CallStart:
     thread_id: str | None = None  # None = the program's main thread
     input_tokens: int = 0
     pin: bool = False  # pin the program to engine_id unless it is pinned already
+    kind: str | None = None  # what the client says the program is (metrics label); kept from the first
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,14 @@ class ProgramState:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
+    kind: str | None = None  # the first kind a call named (CallStart.kind); None: not said
+
+    @property
+    def response_time(self) -> float:
+        """Creation to last completion (0 before any): the paper's program response time."""
+        if self.last_completion is None:
+            return 0.0
+        return max(0.0, self.last_completion - self.created_at)
 
     @property
     def last_activity(self) -> float:

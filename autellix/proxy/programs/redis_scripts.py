@@ -36,14 +36,17 @@ START = (
     "local K = {fleet .. ':loads', fleet .. ':rloads:' .. rid, fleet .. ':calls:' .. rid, "
     "fleet .. ':lease:' .. rid, fleet .. ':replicas', fleet .. ':activity'}\n"
     "local r = prog_start(KEYS[1], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9])\n"
+    "if a[13] ~= '' then redis.call('HSETNX', KEYS[1], 'kind', a[13]) end\n"
     "local loads = fleet_start(K, r[1], r[2], member(a[10], a[2]), a[10], a[1], a[8], a[11], a[9])\n"
     "return {r, loads}",
-    "return prog_start(KEYS[1], unpack(ARGV, 1, 9))",
+    "local r = prog_start(KEYS[1], unpack(ARGV, 1, 9))\n"
+    "if ARGV[10] and ARGV[10] ~= '' then redis.call('HSETNX', KEYS[1], 'kind', ARGV[10]) end\n"
+    "return r",
     "return fleet_start(KEYS, ARGV[1], ARGV[2], member(ARGV[3], ARGV[4]), ARGV[3], ARGV[5], ARGV[6], "
     "ARGV[7], ARGV[8])",
 )
 FINISH = (
-    # a[13] == '1' (brief): reply {ended, plas, wait} and read the hash only when the program ends
+    # a[13] == '1' (brief): reply {ended, plas, wait, hash}, the hash read only when the program ends
     "local a = cjson.decode(ARGV[1])\n"
     "local r = prog_finish(KEYS[1], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[13])\n"
     "if not r then return nil end\n"
@@ -51,7 +54,7 @@ FINISH = (
     "table.insert(releases, {r[1], r[2], a[1]})\n"
     "fleet_release({a[11] .. ':loads', a[11] .. ':activity'}, a[11], a[12], releases, r[4], a[2], a[10])\n"
     "if a[13] ~= '1' then return r end\n"
-    "return {r[4], r[6], r[7]}",
+    "return {r[4], r[6], r[7], r[3]}",
     "return prog_finish(KEYS[1], unpack(ARGV, 1, 10))",
     None,
 )
@@ -108,6 +111,11 @@ def start_args(start: CallStart, now: float, replica_id: str, key_ttl_ms: str) -
         replica_id,
         key_ttl_ms,
     ]
+
+
+def start_kind(start: CallStart) -> str:
+    """The kind argument after :func:`start_args` (standalone: ``a[13]``; cluster: ``ARGV[10]``)."""
+    return start.kind or ""
 
 
 def finish_args(finish: CallFinish, now: float, end_program: bool, key_ttl_ms: str) -> list[str]:
@@ -195,6 +203,7 @@ def state_from_hash(program_id: str, fields: dict[str, bytes]) -> ProgramState:
         prompt_tokens=int(number("ptok")),
         cached_tokens=int(number("ctok")),
         output_tokens=int(number("otok")),
+        kind=kind.decode() if (kind := fields.get("kind")) else None,
     )
 
 
@@ -223,12 +232,12 @@ def start_reply(start: CallStart, reply: Any) -> CallStartResult:
     return start_result(start, r, loads)
 
 
-def finish_summary(reply: Any) -> tuple[float, float] | None:
-    """A brief finish reply: the ended program's (service, wait), None when it goes on (or the call
-    was not in flight)."""
+def finish_summary(program_id: str, reply: Any) -> ProgramState | None:
+    """A brief finish reply: the ended program as it was when it ended, None when it goes on (or the
+    call was not in flight)."""
     if reply is None or int(reply[0]) != 1:
         return None
-    return float(reply[1]), float(reply[2])
+    return state_from_hash(program_id, hash_fields(reply[3]))
 
 
 def in_flight_releases(fields: dict[str, bytes]) -> list[list[str]]:

@@ -80,6 +80,7 @@ from .redis_scripts import (
     pack,
     split_member,
     start_args,
+    start_kind,
     start_result,
     state_from_hash,
 )
@@ -232,11 +233,11 @@ class RedisProgramTable:
         args = start_args(start, now, self.replica_id, self.key_ttl_ms)
         key = self.program_key(start.program_id)
         if self.cluster:
-            r = await self._start(keys=[key], args=args)
+            r = await self._start(keys=[key], args=[*args, start_kind(start)])
             fleet_args = [r[0], r[1], start.program_id, start.call_id, args[0], self.replica_id]
             loads = await self._start_fleet(keys=list(self._own), args=[*fleet_args, self.lease_ms, args[8]])
             return start_result(start, r, loads)
-        packed = pack([*args, start.program_id, self.lease_ms, self._fleet])
+        packed = pack([*args, start.program_id, self.lease_ms, self._fleet, start_kind(start)])
         r, loads = await self._eval(self._start, key, packed)
         return start_result(start, r, loads)
 
@@ -245,7 +246,7 @@ class RedisProgramTable:
         other commands); :func:`start_reply` reads its reply. Raises
         :class:`redis.exceptions.ConnectionError` at once when the link is down."""
         args = start_args(start, now, self.replica_id, self.key_ttl_ms)
-        packed = pack([*args, start.program_id, self.lease_ms, self._fleet])
+        packed = pack([*args, start.program_id, self.lease_ms, self._fleet, start_kind(start)])
         return self._send(self._start, self.program_key(start.program_id), packed)
 
     async def finish_call(
@@ -327,7 +328,11 @@ class RedisProgramTable:
         return state_from_hash(program_id, fields)
 
     async def gc(self, now: float) -> list[str]:
-        """Release dead replicas' calls (rule 3 of the module doc), then expire programs (rule 7)."""
+        """Release dead replicas' calls (rule 3 of the module doc), then expire programs (rule 4)."""
+        return sorted(state.program_id for state in await self.expire(now))
+
+    async def expire(self, now: float) -> list[ProgramState]:
+        """:meth:`gc`, with the expired programs as they were."""
         cutoff = now - self.expiry.idle_ttl + 1e-3  # a superset: each candidate is decided exactly below
         orphans, candidates = await self._gc(
             keys=[self._replicas, self._agg, self._activity], args=[self._fleet, num(cutoff)]
@@ -335,7 +340,7 @@ class RedisProgramTable:
         for rid, raw in orphans:
             program_id, call_id = split_member(raw)
             await self._drop(keys=[self.program_key(program_id)], args=[call_id, rid])
-        expired = []
+        expired: list[ProgramState] = []
         limits = [num(now), num(self.expiry.idle_ttl), num(self.expiry.stuck_ttl)]
         for raw in candidates:
             program_id = as_text(raw)
@@ -352,8 +357,8 @@ class RedisProgramTable:
                 )
                 status = int(r[0])
             if status == 1:
-                expired.append(program_id)
-        return sorted(expired)
+                expired.append(state_from_hash(program_id, hash_fields(r[1])))
+        return expired
 
     async def engine_loads(self) -> dict[str, int]:
         flat = await self.client.hgetall(self._agg)

@@ -105,6 +105,7 @@ def apply_call_start(state: ProgramState | None, start: CallStart, now: float) -
         prompt_tokens=state.prompt_tokens,
         cached_tokens=state.cached_tokens,
         output_tokens=state.output_tokens,
+        kind=state.kind or start.kind,
     )
     return StartOutcome(state=after, call=call, pin_created=pin_created, acquired=True)
 
@@ -147,6 +148,7 @@ def apply_call_finish(state: ProgramState, finish: CallFinish, now: float) -> Fi
         prompt_tokens=state.prompt_tokens + max(0, finish.prompt_tokens),
         cached_tokens=state.cached_tokens + max(0, finish.cached_tokens),
         output_tokens=state.output_tokens + max(0, finish.output_tokens),
+        kind=state.kind,
     )
     return FinishOutcome(state=after, call=call)
 
