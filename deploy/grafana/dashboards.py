@@ -270,6 +270,10 @@ FLEET = Dashboard(
 _ENDED = (
     "Programs ended with DELETE /v1/programs/{id} (programs that expire after program_ttl are not counted)."
 )
+_ENDED_ALL = (
+    "Observed when a program ends: with its only call, by DELETE, or by expiry after program_ttl (expiry "
+    "counts too, since most clients never end their programs; the idle time before it is not counted)."
+)
 
 PROGRAMS = Dashboard(
     uid="autellix-programs",
@@ -332,6 +336,58 @@ PROGRAMS = Dashboard(
                     (Query(f"max(autellix_proxy_active_programs{{{NS}}})", "programs"),),
                     width=24,
                     height=6,
+                ),
+            ),
+        ),
+        Row(
+            "Program latency: the paper's metric, by the kind the client names",
+            (
+                Panel(
+                    "Program token latency by kind",
+                    "Program response time over the tokens it generated (s/token, Autellix §6), p50 and "
+                    "p95 per kind (X-Program-Kind or metadata.program_kind; unspecified when none). "
+                    + _ENDED_ALL,
+                    quantiles("autellix_proxy_program_token_latency_seconds", NS, by="kind", qs=(0.5, 0.95)),
+                    unit="s",
+                ),
+                Panel(
+                    "Program response time by kind",
+                    "Creation to last completion, p50 and p95 per kind. " + _ENDED_ALL,
+                    quantiles("autellix_proxy_program_response_seconds", NS, by="kind", qs=(0.5, 0.95)),
+                    unit="s",
+                ),
+                Panel(
+                    "Fleet prefix-cache hit rate",
+                    "Prompt tokens the engines' prefix caches served over all prompt tokens, as the "
+                    "sidecars report them per call (calls without a sidecar report none).",
+                    (
+                        Query(
+                            total_rate("autellix_proxy_cached_prompt_tokens_total", NS)
+                            + " / "
+                            + total_rate("autellix_proxy_prompt_tokens_total", NS),
+                            "hit rate",
+                        ),
+                        Query(
+                            "sum by (engine) (rate(autellix_proxy_cached_prompt_tokens_total"
+                            f"{{{NS}}}{RATE})) / sum by (engine) (rate(autellix_proxy_prompt_tokens_total"
+                            f"{{{NS}}}{RATE}))",
+                            "{{engine}}",
+                        ),
+                    ),
+                    unit="percentunit",
+                    max_value=1.0,
+                ),
+                Panel(
+                    "Programs ended/s by how they ended",
+                    "one_call: a call without a program id; deleted: DELETE /v1/programs/{id}; expired: "
+                    "idle for program_ttl (most agents never say they are done).",
+                    (
+                        Query(
+                            rate_by("autellix_proxy_program_response_seconds_count", NS, "ended_by"),
+                            "{{ended_by}}",
+                        ),
+                    ),
+                    unit="reqps",
                 ),
             ),
         ),

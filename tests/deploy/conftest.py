@@ -44,7 +44,7 @@ def _traffic(proxy_url: str) -> None:
     with httpx.Client(base_url=proxy_url, timeout=30) as client:
         created = client.post("/v1/programs", json={"id": "deploy-check"})
         assert created.status_code == 201, created.text
-        headers = {"X-Program-Id": "deploy-check"}
+        headers = {"X-Program-Id": "deploy-check", "X-Program-Kind": "chat"}
         chat = {"model": "sim-llama", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
         assert client.post("/v1/chat/completions", json=chat, headers=headers).status_code == 200
         with client.stream(
@@ -56,6 +56,11 @@ def _traffic(proxy_url: str) -> None:
         long_call = {"model": "sim-llama", "prompt": list(range(100, 2300)), "max_tokens": 2}
         assert client.post("/v1/completions", json=long_call, headers=headers).status_code == 200
         assert client.delete("/v1/programs/deploy-check").status_code == 200
+        # the other generation APIs, as programs of one call each
+        responses = {"model": "sim-llama", "input": "hello", "max_output_tokens": 4}
+        assert client.post("/v1/responses", json={**responses, "store": False}).status_code == 200
+        messages = {"model": "sim-llama", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+        assert client.post("/v1/messages", json=messages).status_code == 200
         assert client.get("/v1/models").status_code == 200
 
 
