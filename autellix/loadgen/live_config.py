@@ -11,7 +11,7 @@ import dataclasses
 import json
 import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,10 @@ class LoadgenSettings(BaseSettings):
         description="base URL of an OpenAI-compatible server: the autellix proxy, a sidecar, an engine",
     )
     model: str | None = Field(None, description="model name to request (default: the first of /v1/models)")
+    api: Literal["chat", "responses", "messages"] = Field(
+        "chat",
+        description="the generation API of every call: /v1/chat/completions, /v1/responses, /v1/messages",
+    )
     workload: str = Field("mixed", description="workload: sharegpt, bfcl, lats or mixed")
     trace: str | None = Field(None, description="JSONL trace to replay instead of a workload")
     num_programs: int = Field(30, ge=1, description="programs to run (of the workload, or the trace's first)")
@@ -211,6 +215,7 @@ def run_loadgen(settings: LoadgenSettings) -> int:
         end_programs=settings.end_programs,
         api_key=settings.api_key,
         progress=settings.progress,
+        api=settings.api,
     )
     calls = sum(p.num_calls for p in programs)
     print(f"{len(programs)} programs ({calls} calls) -> {settings.url}, time scale {settings.time_scale}")

@@ -17,7 +17,8 @@ Theory of operation
    call when the last of its parents has finished (+ its ``tool_delay``) -- :class:`ProgramProgress`
    keeps that bookkeeping, pure. Parallel threads of a DAG are concurrent requests. Every request
    carries ``X-Program-Id`` (the program id plus ``program_id_suffix``) and ``X-Thread-Id``.
-4. A call is a streaming chat completion with ``max_tokens = output_tokens`` and ``ignore_eos``.
+4. A call is a streamed generation in the API of ``api`` (wire.py: chat, Responses or Messages) that
+   generates exactly ``output_tokens`` (``ignore_eos`` with the API's limit field).
    Measured: issue, first content chunk (TTFT), last chunk (end to end), the gaps between chunks
    (inter-token latency), and ``usage`` (prompt, cached and completion tokens; without usage the
    output is the number of content chunks). The client cannot see the sidecar's split of a call's
@@ -45,6 +46,7 @@ from typing import Any
 
 import aiohttp
 
+from autellix.loadgen import wire
 from autellix.loadgen.metrics import CallRecord, Distribution, MetricsSummary, ProgramRecord, summarize
 from autellix.loadgen.program import CallSpec, ProgramSpec, call_messages
 
@@ -93,7 +95,7 @@ class ProgramProgress:
 class LiveOptions:
     """How to drive the server (times in wall seconds unless named otherwise)."""
 
-    url: str  # base URL; requests go to {url}/v1/chat/completions
+    url: str  # base URL; requests go to {url}/v1/chat/completions (or the path of ``api``)
     model: str | None = None  # None: the first model of GET {url}/v1/models
     time_scale: float = 1.0  # wall seconds per simulated second (rule 1)
     duration: float | None = None  # hard deadline after the start (rule 6); None: none
@@ -105,6 +107,7 @@ class LiveOptions:
     end_programs: bool = False  # DELETE {url}/v1/programs/{id} when a program ends (autellix proxy)
     api_key: str | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
+    api: wire.Api = "chat"  # rule 4
     progress: bool = False  # a tqdm bar on stderr
 
     def __post_init__(self) -> None:
@@ -216,7 +219,7 @@ class _Run:
         self.model = model
         self.first = first  # simulated time of the first arrival
         self.t0 = time.monotonic()
-        self.endpoint = options.url + "/v1/chat/completions"
+        self.endpoint = options.url + wire.PATHS[options.api]
         self.programs: list[ProgramRecord] = []
         self.calls: list[CallRecord] = []
         self.itl: list[float] = []
@@ -300,12 +303,7 @@ class _Run:
         if self.options.api_key:
             headers["Authorization"] = f"Bearer {self.options.api_key}"
         body = {
-            "model": self.model,
-            "messages": call_messages(spec, call),
-            "max_tokens": call.output_tokens,
-            "ignore_eos": True,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            **wire.body(self.options.api, self.model, call_messages(spec, call), call.output_tokens),
             **self.options.extra_body,
         }
         issued = self.sim_now()
@@ -333,7 +331,8 @@ class _Run:
         chunks = 0
         done = False
         completion = issued
-        usage: dict[str, Any] | None = None
+        usage: wire.Usage | None = None
+        api = self.options.api
         async with self.session.post(self.endpoint, data=body, headers=headers) as reply:
             if reply.status != 200:
                 text = (await reply.read())[:300].decode(errors="replace")
@@ -343,32 +342,28 @@ class _Run:
                     line = raw.strip()
                     if not line.startswith(b"data:"):
                         continue  # blank separators and SSE comments
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        done = True  # read on to the end: closing early resets the server's last write
-                        completion = self.sim_now()
-                        continue
-                    event = json.loads(data)
-                    if "error" in event:
-                        raise _CallFailed("stream", json.dumps(event["error"])[:300])
-                    if event.get("usage"):
-                        usage = event["usage"]
-                    choices = event.get("choices")
-                    if choices and choices[0].get("delta", {}).get("content"):
+                    event = wire.read(api, line[5:].strip())
+                    if event.error is not None:
+                        raise _CallFailed("stream", event.error)
+                    if event.usage is not None:
+                        usage = event.usage
+                    if event.text:
                         last = self.sim_now()
                         if first is None:
                             first = last
                         chunks += 1
+                    if event.end:
+                        done = True  # read on to the end: closing early resets the server's last write
+                        completion = self.sim_now()
                 if not done:
-                    raise _CallFailed("stream", "the stream ended without [DONE]")
+                    raise _CallFailed("stream", "the stream ended without its last event")
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ValueError) as exc:
                 if isinstance(exc, aiohttp.ServerTimeoutError):
                     raise
                 raise _CallFailed("stream", f"{type(exc).__name__}: {exc}") from exc
         first = completion if first is None else first
-        prompt_tokens = int(usage.get("prompt_tokens", 0)) if usage else 0
-        details = (usage or {}).get("prompt_tokens_details") or {}
-        output = int(usage.get("completion_tokens", chunks)) if usage else chunks
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        output = usage.output_tokens if usage else chunks
         if chunks > 1:
             self.itl.append((last - first) / (chunks - 1))
             self.gap_time += last - first
@@ -384,7 +379,7 @@ class _Run:
             exec_time=completion - first,
             queue_wait=first - issued,
             prompt_tokens=prompt_tokens,
-            cached_tokens=int(details.get("cached_tokens") or 0),
+            cached_tokens=usage.cached_tokens if usage else 0,
             output_tokens=output,
         )
         self.calls.append(record)

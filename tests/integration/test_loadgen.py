@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from autellix.launch import ServiceGroup, autellix_command, free_port, service, wait_backends_healthy
+from autellix.loadgen import wire
 from autellix.loadgen.arrivals import make_workload
 from autellix.loadgen.live_config import workload_params
 from autellix.loadgen.metrics import CallRecord
@@ -59,10 +60,13 @@ def by_call(result: LiveRunResult) -> dict[str, CallRecord]:
     return {c.call_id: c for c in result.calls}
 
 
-async def test_dag_order_parallel_threads_and_every_call_completes(sim_engine_factory: SimEngineFactory):
+@pytest.mark.parametrize("api", ["chat", "responses", "messages"])
+async def test_dag_order_parallel_threads_and_every_call_completes(
+    sim_engine_factory: SimEngineFactory, api: wire.Api
+):
     engine = sim_engine_factory(*UNIT)
     programs = [diamond("d"), chain("c", arrival=0.5)]
-    result = await run_programs(programs, LiveOptions(url=engine.url, time_scale=SCALE))
+    result = await run_programs(programs, LiveOptions(url=engine.url, time_scale=SCALE, api=api))
     assert result.errors == () and result.calls_cancelled == 0 and result.programs_not_started == 0
     assert result.summary.programs_completed == 2 and result.summary.calls_completed == 8
     calls = by_call(result)
@@ -176,3 +180,26 @@ def test_the_loadgen_command_writes_json_and_fails_clearly(
         check=False,
     )
     assert bad.returncode == 2 and "url" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("api", ["responses", "messages"])
+async def test_the_other_apis_through_proxy_and_sidecar_keep_every_programs_calls(
+    tmp_path: Path, api: wire.Api
+):
+    """Chains through engine -> sidecar -> proxy in the Responses or Messages API: the proxy's table has
+    each program's calls with the tokens the sidecar read from that API's usage."""
+    programs = [chain("a"), chain("b", arrival=0.2)]
+    with ServiceGroup() as group:
+        (engine,) = group.start_all([service("sim-engine", tmp_path, list(UNIT))])
+        sidecar_args = ["--engine-url", engine.url, "--engine-kind", "sim", "--scheduler", "plas"]
+        (sidecar,) = group.start_all([service("sidecar", tmp_path, sidecar_args)])
+        (proxy,) = group.start_all([service("proxy", tmp_path, ["--backend", f"e0={sidecar.url}"])])
+        wait_backends_healthy(proxy)
+        options = LiveOptions(url=proxy.url, time_scale=SCALE, duration=60.0, program_id_suffix="~t", api=api)
+        result = await run_programs(programs, options)
+        assert result.errors == () and result.summary.programs_completed == 2
+        for spec in programs:
+            with urllib.request.urlopen(f"{proxy.url}/v1/programs/{spec.program_id}~t") as reply:
+                state = json.loads(reply.read())
+            assert state["calls_completed"] == spec.num_calls, state
+            assert state["output_tokens"] == sum(c.output_tokens for c in spec.calls), state
