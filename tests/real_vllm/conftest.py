@@ -81,6 +81,7 @@ class ServerConfig:
     dev_mode: bool = False  # VLLM_SERVER_DEV_MODE=1: /server_info, where the scheduling policy shows
     max_model_len: int = MAX_MODEL_LEN
     extra: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # more of vLLM's environment variables
 
     @property
     def served_name(self) -> str:
@@ -88,9 +89,11 @@ class ServerConfig:
 
 
 # API surface, parity, plumbing: the ~150k-parameter model answers in milliseconds. No dev mode, as in
-# production: /server_info is then a 404 and the sidecar cannot tell the policy.
-TINY_FCFS = ServerConfig("tiny-fcfs", TINY)
-TINY_FCFS_SPARE = ServerConfig("tiny-fcfs-spare", TINY)
+# production: /server_info is then a 404 and the sidecar cannot tell the policy. Responses are stored
+# (previous_response_id, GET, cancel need it), as a deployment that serves the Responses API does.
+RESPONSES_STORE = (("VLLM_ENABLE_RESPONSES_API_STORE", "1"),)
+TINY_FCFS = ServerConfig("tiny-fcfs", TINY, env=RESPONSES_STORE)
+TINY_FCFS_SPARE = ServerConfig("tiny-fcfs-spare", TINY, env=RESPONSES_STORE)
 # Scheduling: the ~20M-parameter model spends milliseconds per token, one sequence at a time, so that
 # calls queue and the admission order shows in the completion order.
 SMALL_PRIORITY = ServerConfig(
@@ -170,6 +173,7 @@ class VllmPool:
         }
         if config.dev_mode:
             env["VLLM_SERVER_DEV_MODE"] = "1"
+        env.update(config.env)
         service = ServiceProcess(
             name=f"vllm-{config.key}",
             args=args,

@@ -74,6 +74,7 @@ def engines(vllm_pool: VllmPool, tmp_path_factory: pytest.TempPathFactory) -> It
     flags = [
         "--host", "127.0.0.1", "--port", str(port), "--model-name", real.model,
         "--max-model-len", str(MAX_MODEL_LEN), "--profile", "unit", "--time-scale", "0.001",
+        "--enable-responses-store",
     ]  # fmt: skip
     sim = ServiceProcess(
         name="sim-engine",
