@@ -72,6 +72,19 @@ class ProgramTableContract:
             ("c1", "t1", "e1", 5.0)
         ]
 
+    async def test_a_programs_kind_is_the_first_one_a_call_names(
+        self, program_table: AsyncProgramTable
+    ) -> None:
+        await program_table.start_call(start("p", "c1"), now=0.0)  # names none
+        await program_table.start_call(CallStart("p", "c2", "e0", kind="chat"), now=1.0)
+        await program_table.start_call(CallStart("p", "c3", "e0", kind="tool-use"), now=2.0)
+        await program_table.finish_call(finish("p", "c2", exec_time=1.5), now=3.0)
+        state = await program_table.get("p")
+        assert state is not None and state.kind == "chat"
+        assert state.response_time == 3.0  # creation to the last completion
+        ended = await program_table.end("p", now=4.0)
+        assert ended is not None and ended.kind == "chat"
+
     async def test_in_flight_calls_are_kept_per_thread(self, program_table: AsyncProgramTable) -> None:
         await program_table.start_call(start("p", "a", thread=None), now=1.0)
         await program_table.start_call(start("p", "b", thread="t1"), now=2.0)
