@@ -16,6 +16,8 @@ PURE = [
     "apis/base.py",
     "apis/chat.py",
     "apis/completions.py",
+    "apis/responses.py",
+    "apis/messages.py",
     "apis/__init__.py",
     "sse.py",
     "headers.py",
