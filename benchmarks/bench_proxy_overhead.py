@@ -44,8 +44,14 @@ delays every byte D ms each way (order kept), as a Redis in another pod or on an
 shows what a call gains from not waiting for its start (``proxy-redis`` against ``proxy-redis-wait``),
 which on loopback is within the noise.
 
+Before and after a change: ``--baseline REF`` also runs the three proxies of commit REF (its ``autellix``
+package from ``git archive``, in this environment) as ``<name>@base``, interleaved with the others in the
+same rounds, and prints each proxy's added latency against its twin's (their difference needs no
+direct run of its own), its requests/s and its CPU per request as ratios.
+
 Usage: ``.venv/bin/python benchmarks/bench_proxy_overhead.py [--seconds 2] [--rounds 3] [--rate 1500]
-[--gap-ms 20] [--routers-venv PATH | --no-rust-routers] [--no-floor] [--redis-delay-ms 0]``
+[--gap-ms 20] [--routers-venv PATH | --no-rust-routers] [--no-floor] [--redis-delay-ms 0]
+[--baseline REF]``
 """
 
 from __future__ import annotations
@@ -53,13 +59,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import math
+import os
 import queue
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -102,6 +113,7 @@ CHUNKS = [
 ]
 GAP = "first chunk"  # the load label of the first-chunk configuration
 FLOOR = "aiohttp-floor"  # the bare aiohttp pass-through: a reference, not a proxy of ours
+BASE = "@base"  # the suffix of a proxy run from the --baseline commit
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 Row = dict[str, Any]
 
@@ -348,19 +360,66 @@ def wait_pong(service: ServiceProcess, port: int) -> None:
     raise SystemExit(f"{service.name} did not answer PING on port {port}")
 
 
-def start_proxy(name: str, log_dir: Path, backend: str, extra: list[str]) -> ServiceProcess:
+def start_proxy(
+    name: str, log_dir: Path, backend: str, extra: list[str], source: Path | None = None
+) -> ServiceProcess:
+    """A proxy of this tree, or (``source``) of the ``autellix`` package :func:`baseline_tree` made."""
     port = free_port()
     args = ["--port", str(port), "--backend", f"bench={backend}", "--log-level", "warning", *extra]
     service = ServiceProcess(
         name=name,
-        args=autellix_command("proxy", args),
+        args=autellix_command("proxy", args) if source is None else baseline_command(["proxy", *args]),
         url=f"http://127.0.0.1:{port}",
         log_path=log_dir / f"{name}.log",
         die_with_parent=True,
+        env={"PYTHONPATH": str(source)} if source is not None else {},
     )
     service.start()
     wait_answering(service, (BODY, GAP_BODY))  # the proxy has read the backend's /v1/models
     return service
+
+
+def baseline_command(args: list[str]) -> list[str]:
+    # -P: the working directory (this tree, when run from its root) must not come before PYTHONPATH
+    return [sys.executable, "-P", "-m", "autellix", *args]
+
+
+def baseline_tree(ref: str, into: Path) -> str:
+    """Check out ``ref``'s ``autellix`` package into ``into`` (``git archive``: no worktree, no index)
+    and prove that a process run as the baseline imports it from there; returns the commit."""
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"--baseline {ref!r} is not a commit of this repository: {commit.stderr.strip()}")
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit.stdout.strip(), "autellix"],
+        capture_output=True,
+        check=True,
+    )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    probe = subprocess.run(
+        [sys.executable, "-P", "-c", "import autellix; print(autellix.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(into)},
+    )
+    if not Path(probe.stdout.strip()).resolve().is_relative_to(into.resolve()):
+        raise SystemExit(f"the baseline would import autellix from {probe.stdout.strip()}, not {into}")
+    return commit.stdout.strip()
+
+
+def baseline_flags(extra: list[str]) -> list[str]:
+    """The same flags with a key prefix of its own: the baseline's programs are not this tree's."""
+    return [
+        f"{flag}-base" if index and extra[index - 1] == "--redis-key-prefix" else flag
+        for index, flag in enumerate(extra)
+    ]
 
 
 def start_relay(log_dir: Path, redis_url: str, delay_ms: float) -> ServiceProcess:
@@ -405,30 +464,75 @@ def add_differences(rows: list[Row]) -> None:
 
 def print_tables(rows: list[Row], gap_ms: float) -> None:
     print(
-        f"{'target':<14}{'conc':>5}{'load':>13}{'stream':>8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'target':<22}{'conc':>5}{'load':>13}{'stream':>8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
         f"{'+p50 ms':>9}{'+p99 ms':>9}{'cpu us/req':>11}{'errors':>8}"
     )
     for row in rows:
         if row["load"] != GAP:
             print(
-                f"{row['target']:<14}{row['concurrency']:>5}{row['load']:>13}{row['stream']!s:>8}"
+                f"{row['target']:<22}{row['concurrency']:>5}{row['load']:>13}{row['stream']!s:>8}"
                 f"{row['requests_per_s']:>8.0f}{row['p50_ms']:>8.2f}{row['p99_ms']:>8.2f}"
                 f"{row['added_p50_ms']:>9.2f}{row['added_p99_ms']:>9.2f}"
                 f"{row.get('cpu_us_per_request', math.nan):>11.0f}{row['errors']:>8.0f}"
             )
     print(f"\nfirst chunk (concurrency 1, streaming; the backend sends the next chunk {gap_ms:g} ms later)")
     print(
-        f"{'target':<14}{'first p50':>10}{'first p99':>10}{'+first p50':>11}{'+first p90':>11}"
+        f"{'target':<22}{'first p50':>10}{'first p99':>10}{'+first p50':>11}{'+first p90':>11}"
         f"{'+first p99':>11}{'total p50':>10}{'+total p50':>11}{'errors':>8}"
     )
     for row in rows:
         if row["load"] == GAP:
             print(
-                f"{row['target']:<14}{row['first_p50_ms']:>10.2f}{row['first_p99_ms']:>10.2f}"
+                f"{row['target']:<22}{row['first_p50_ms']:>10.2f}{row['first_p99_ms']:>10.2f}"
                 f"{row['added_first_p50_ms']:>11.2f}{row['added_first_p90_ms']:>11.2f}"
                 f"{row['added_first_p99_ms']:>11.2f}"
                 f"{row['p50_ms']:>10.2f}{row['added_p50_ms']:>11.2f}{row['errors']:>8.0f}"
             )
+
+
+def compare_with_baseline(rows: list[Row]) -> list[Row]:
+    """Each proxy against its baseline twin in the same configuration: added latency this tree minus
+    the baseline's (both measured against the same direct run), CPU per request as a ratio."""
+    table = {(r["target"], r["concurrency"], r["load"], r["stream"]): r for r in rows}
+    out: list[Row] = []
+    for row in rows:
+        twin = table.get((row["target"] + BASE, row["concurrency"], row["load"], row["stream"]))
+        if twin is None:
+            continue
+        first = row["load"] == GAP
+        key = "added_first_p50_ms" if first else "added_p50_ms"
+        this_cpu, base_cpu = row.get("cpu_us_per_request", math.nan), twin.get("cpu_us_per_request", math.nan)
+        out.append(
+            {
+                "target": row["target"],
+                "concurrency": row["concurrency"],
+                "load": row["load"],
+                "stream": row["stream"],
+                "figure": "added first-chunk p50 ms" if first else "added p50 ms",
+                "this": row[key],
+                "base": twin[key],
+                "delta_p50_ms": row[key] - twin[key],
+                "delta_p99_ms": row["added_p99_ms"] - twin["added_p99_ms"],
+                "requests_per_s_ratio": row["requests_per_s"] / twin["requests_per_s"],
+                "cpu_ratio": this_cpu / base_cpu if base_cpu > 0 else math.nan,
+            }
+        )
+    return out
+
+
+def print_baseline(rows: list[Row], ref: str, commit: str) -> None:
+    print(f"\nthis tree against {ref} ({commit[:12]}), side by side in this run (medians of the rounds)")
+    print(
+        f"{'proxy':<18}{'conc':>5}{'load':>13}{'stream':>8}{'+p50 this':>10}{'+p50 base':>10}"
+        f"{'delta p50':>10}{'delta p99':>10}{'req/s x':>8}{'cpu x':>7}"
+    )
+    for r in rows:
+        load = "1st chunk" if r["load"] == GAP else r["load"]
+        print(
+            f"{r['target']:<18}{r['concurrency']:>5}{load:>13}{r['stream']!s:>8}{r['this']:>10.2f}"
+            f"{r['base']:>10.2f}{r['delta_p50_ms']:>+10.2f}{r['delta_p99_ms']:>+10.2f}"
+            f"{r['requests_per_s_ratio']:>8.2f}{r['cpu_ratio']:>7.2f}"
+        )
 
 
 def verdict(name: str, value: float, limit: float, at_most: bool = True, note: str = "") -> Row:
@@ -561,6 +665,13 @@ def main() -> int:
         default=0.0,
         help="each way's delay between the proxies and Redis (a relay process): Redis off this host",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="REF",
+        help="also run the proxies of commit REF (e.g. the commit before a refactor), side by side as "
+        "<name>@base, and print this tree's added latency against REF's",
+    )
     parser.add_argument("--serve-floor", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--serve-relay", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--relay-target", type=int, default=0, help=argparse.SUPPRESS)
@@ -578,6 +689,11 @@ def main() -> int:
     began = time.monotonic()
     log_dir = ROOT / "results" / "bench_proxy_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.TemporaryDirectory(prefix="bench-baseline-")
+    base_dir = Path(scratch.name) if args.baseline else None
+    base_commit = baseline_tree(args.baseline, base_dir) if base_dir is not None else None
+    if base_commit:
+        print(f"baseline: {args.baseline} = {base_commit[:12]} (proxies named *{BASE})")
     env, status = None, "Rust routers skipped (--no-rust-routers)"
     if not args.no_rust_routers:
         env, status = ensure_router_env(args.routers_venv, sys.executable, log_dir / "routers-install.log")
@@ -615,6 +731,10 @@ def main() -> int:
         for name, extra in proxies:
             services.append(start_proxy(name, log_dir, backend.url, extra))
             targets.append((name, services[-1].url, services[-1]))
+            if base_dir is not None:
+                base = start_proxy(f"{name}{BASE}", log_dir, backend.url, baseline_flags(extra), base_dir)
+                services.append(base)
+                targets.append((base.name, base.url, base))
         if not args.no_floor:
             services.append(start_floor(log_dir, backend.url))
             targets.append((FLOOR, services[-1].url, services[-1]))
@@ -635,8 +755,12 @@ def main() -> int:
     finally:
         for service in reversed(services):
             service.stop()
+        scratch.cleanup()
     add_differences(rows)
     print_tables(rows, args.gap_ms)
+    against_base = compare_with_baseline(rows)
+    if against_base:
+        print_baseline(against_base, args.baseline, base_commit or "")
     summary = evaluate(rows, routers, args.rate, args.gap_ms, status)
     print_summary(summary, status)
     wall = time.monotonic() - began
@@ -652,6 +776,7 @@ def main() -> int:
         "rust_routers": rust_routers,
         "rows": rows,
         "summary": summary,
+        "baseline": {"ref": args.baseline, "commit": base_commit, "rows": against_base},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
