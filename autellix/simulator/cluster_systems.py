@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from autellix.engine_adapters.scheduling.working_set import WorkingSetParams
+
 __all__ = ["SYSTEMS", "SystemPreset", "get_system", "system_names"]
 
 Mode = Literal["passthrough", "sidecar", "engine"]
 # "autellix": the plas queue, placed by PLAS service for chains and ATLAS service for DAGs.
-QueueKind = Literal["fcfs", "mlfq", "plas", "atlas", "autellix", "srpt"]
+QueueKind = Literal["fcfs", "mlfq", "plas", "atlas", "autellix", "srpt", "program-fcfs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,8 @@ class SystemPreset:
     queue_params: Mapping[str, object] | None = None  # the policy's Params fields (None: defaults)
     router: str = "round_robin"
     mode: Mode = "sidecar"
+    working_set: WorkingSetParams | None = None  # sidecar mode: the KV working-set gate (None: none)
+    kv_budget: bool = False  # sidecar mode: admit only calls whose prompt + output fit the KV cache
 
     def with_router(self, router: str | None) -> SystemPreset:
         return self if router is None else dataclasses.replace(self, router=router)
@@ -67,6 +71,48 @@ SYSTEMS: Mapping[str, SystemPreset] = _presets(
         router="autellix",
     ),
     SystemPreset("srpt", "clairvoyant SRPT sidecar queue, locality routing", queue="srpt", router="autellix"),
+    SystemPreset(
+        "autellix-ws",
+        "autellix + the KV working-set gate (las order) and KV budget in the sidecar",
+        engine_priority=True,
+        queue="autellix",
+        router="autellix",
+        working_set=WorkingSetParams(),
+        kv_budget=True,
+    ),
+    SystemPreset(
+        "autellix-ws-fifo",
+        "autellix-ws with the gate in program arrival order",
+        engine_priority=True,
+        queue="autellix",
+        router="autellix",
+        working_set=WorkingSetParams(order="fifo"),
+        kv_budget=True,
+    ),
+    SystemPreset(
+        "autellix-kv",
+        "autellix + the KV budget only (no gate): an ablation",
+        engine_priority=True,
+        queue="autellix",
+        router="autellix",
+        kv_budget=True,
+    ),
+    SystemPreset(
+        "continuum",
+        "program-level FCFS + residency gate in arrival order that never displaces (Continuum-style)",
+        queue="program-fcfs",
+        router="autellix",
+        working_set=WorkingSetParams(order="fifo", residency_quantum=float("inf")),
+        kv_budget=True,
+    ),
+    SystemPreset(
+        "srpt-ws",
+        "clairvoyant SRPT with the working-set gate (ranked by remaining work) and KV budget",
+        queue="srpt",
+        router="autellix",
+        working_set=WorkingSetParams(),
+        kv_budget=True,
+    ),
     SystemPreset("mlfq-engine", "MLFQ inside the engine (preemptive)", queue="mlfq", mode="engine"),
     SystemPreset(
         "autellix-engine",

@@ -52,13 +52,16 @@ def hand_programs() -> list[ProgramSpec]:
 
 
 def test_fcfs_schedule_by_hand() -> None:
-    # a0 runs 0-2; b0 (queued in the engine at 0.5) runs 2-6; a1 (ready at 2) 6-8; c0 8-9.
+    # a0 runs 0-2; b0 (queued in the engine at 0.5) runs 2-6; a1 (ready at 2) 6-8; c0 8-9. The calls
+    # go straight into the engine (no sidecar) and their wait inside the engine is their queue wait.
     result = simulate(hand_programs(), get_system("vllm-opt"), UNIT_ONE_SEQ)
     calls = by_call(result)
     assert calls["A/0"] == (0.0, 0.0, 2.0, 0.0)
-    assert calls["B/0"] == (0.5, 0.5, 6.0, 0.0)
-    assert calls["A/1"] == (2.0, 2.0, 8.0, 0.0)
-    assert calls["C/0"] == (2.5, 2.5, 9.0, 0.0)
+    assert calls["B/0"] == (0.5, 0.5, 6.0, 1.5)
+    assert calls["A/1"] == (2.0, 2.0, 8.0, 4.0)
+    assert calls["C/0"] == (2.5, 2.5, 9.0, 5.5)
+    exec_times = {c.call_id: c.exec_time for c in result.calls}
+    assert exec_times == {"A/0": 2.0, "B/0": 4.0, "A/1": 2.0, "C/0": 1.0}
     times = {p.program_id: p.response_time for p in result.programs}
     assert times == {"A": 8.0, "B": 5.5, "C": 6.5}
     assert result.summary.response_time.mean == pytest.approx(20.0 / 3)
