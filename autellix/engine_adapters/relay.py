@@ -100,9 +100,10 @@ async def forward_call(
     body: dict[str, Any],
     call_id: str,
     admission: Admission,
-) -> tuple[web.StreamResponse, bool]:
-    """Send an admitted call to the engine; returns the client's response and whether the call ended
-    normally (False: the engine was unreachable or broke off; the gate then counts an abort)."""
+) -> tuple[web.StreamResponse, bool, CompletionReport | None]:
+    """Send an admitted call to the engine; returns the client's response, whether the call ended
+    normally (False: the engine was unreachable or broke off; the gate then counts an abort) and the
+    completion report (None when the client went away first)."""
     stream = body.get("stream") is True
     options = body.get("stream_options")
     client_wants_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
@@ -125,17 +126,17 @@ async def forward_call(
             error_type="ServiceUnavailableError",
             headers={REPORT_HEADER: report.to_json()},
         )
-        return error_response(error), False
+        return error_response(error), False, report
     reusable = False
     try:
         if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
-            response, completed, reusable = await _relay_stream(
+            response, completed, reusable, report = await _relay_stream(
                 sidecar, request, upstream, client_wants_usage, report_for
             )
         else:
-            response, completed = await _relay_whole(sidecar, upstream, report_for)
+            response, completed, report = await _relay_whole(sidecar, upstream, report_for)
             reusable = completed
-        return response, completed
+        return response, completed, report
     finally:
         if reusable:
             upstream.release()
@@ -145,7 +146,7 @@ async def forward_call(
 
 async def _relay_whole(
     sidecar: Sidecar, upstream: aiohttp.ClientResponse, report_for: partial[CompletionReport]
-) -> tuple[web.StreamResponse, bool]:
+) -> tuple[web.StreamResponse, bool, CompletionReport]:
     gate = sidecar.gate
     try:
         payload = await upstream.read()
@@ -158,7 +159,7 @@ async def _relay_whole(
             error_type="BadGatewayError",
             headers={REPORT_HEADER: report.to_json()},
         )
-        return error_response(error), False
+        return error_response(error), False, report
     completed_at = gate.now()
     ok = upstream.status < 400
     usage: Usage | None = None
@@ -173,7 +174,7 @@ async def _relay_whole(
     _observe(sidecar, report, "ok" if ok else "engine_error")
     headers = response_headers(upstream.headers)
     headers[REPORT_HEADER] = report.to_json()
-    return web.Response(body=payload, status=upstream.status, headers=headers), True
+    return web.Response(body=payload, status=upstream.status, headers=headers), True, report
 
 
 async def _relay_stream(
@@ -182,9 +183,9 @@ async def _relay_stream(
     upstream: aiohttp.ClientResponse,
     client_wants_usage: bool,
     report_for: partial[CompletionReport],
-) -> tuple[web.StreamResponse, bool, bool]:
-    """Relay an SSE stream; returns the response, whether the call ended normally, and whether the
-    engine connection may be reused (it reached its end)."""
+) -> tuple[web.StreamResponse, bool, bool, CompletionReport]:
+    """Relay an SSE stream; returns the response, whether the call ended normally, whether the
+    engine connection may be reused (it reached its end), and the report."""
     relay = SseRelay(client_wants_usage, sidecar.adapter.read_usage)
     response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
     await response.prepare(request)
@@ -209,7 +210,8 @@ async def _relay_stream(
     _observe(sidecar, report, "ok" if ok else "engine_error" if broke_off is None else "engine_broke_off")
     await response.write(relay.finish(report.sse_line()))
     await response.write_eof()
-    return response, broke_off is None, broke_off is None and await _drained(upstream)
+    reusable = broke_off is None and await _drained(upstream)
+    return response, broke_off is None, reusable, report
 
 
 async def _drained(upstream: aiohttp.ClientResponse) -> bool:

@@ -524,6 +524,7 @@ class _Cluster:
             measured = call.exec_time
             usage = CallUsage(measured, len(call.prompt), spec.output_tokens, max(call.cached, 0))
             eng.scheduler.leave(call.call_id, now, True, usage)
+            self.pump(eng)  # as the live gate does after every departure
         elif eng.queue is not None:
             eng.queue.finish(call.call_id, now)
         self.table.finish_call(

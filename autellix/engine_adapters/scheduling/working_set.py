@@ -257,6 +257,8 @@ class WorkingSetGate:
         budget = self._capacity * (1.0 - self.params.headroom)
         used = self.resident_tokens()
         while (head := self._peek()) is not None:
+            if head.program_id in displaced:
+                break  # it just gave its place away: taking it back would only churn
             need = self._need(head)
             if self._residents and used + need > budget:
                 victim = self._victim(head)
