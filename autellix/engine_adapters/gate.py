@@ -10,8 +10,10 @@ Rules
 1. A call has a future from ``enter`` until it is admitted or leaves. ``leave`` is idempotent and
    accepts a call in any state, so a handler's ``finally`` can always call it, whether the client
    vanished while the call waited, at the instant it was admitted, or mid-stream.
-2. After every event (a call arrives or leaves, a probe, a tick) the scheduler's ``select`` runs and
-   the futures of the calls it admitted are resolved, in its order.
+2. After events (a call arrives or leaves, a probe, a tick) the scheduler's ``select`` runs once, at
+   the end of the event loop's current turn (``loop.call_soon``), and the futures of the calls it
+   admitted are resolved in its order: calls that arrive in one turn are weighed together, exactly as
+   the simulation weighs the events of one virtual instant together (scheduler.py rule 2).
 3. The clock is injected (a monotonic clock live, a virtual one in tests); no other time source is read.
 """
 
@@ -61,6 +63,7 @@ class AdmissionGate:
         )
         self._clock = clock
         self._pending: dict[str, asyncio.Future[Admission]] = {}
+        self._pump_scheduled = False
 
     @property
     def queue(self) -> QueuePolicy:
@@ -87,7 +90,7 @@ class AdmissionGate:
         future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         self.scheduler.enter(call, now, tokens)
         self._pending[call.call_id] = future
-        self._resolve(self.scheduler.select(now))
+        self._pump_soon()
         return future
 
     def pump(self, now: float | None = None) -> int:
@@ -96,6 +99,15 @@ class AdmissionGate:
         self._resolve(admitted)
         return len(admitted)
 
+    def _pump_soon(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._pump_scheduled = False
+        self.pump()
+
     def leave(self, call_id: str, completed: bool, usage: CallUsage | None = None) -> Departure | None:
         """The call is over (completed, failed or abandoned); frees its place. Idempotent."""
         now = self._clock()
@@ -103,20 +115,20 @@ class AdmissionGate:
         if future is not None and not future.done():
             future.cancel()
         departure = self.scheduler.leave(call_id, now, completed, usage)
-        self._resolve(self.scheduler.select(now))
+        self._pump_soon()
         return departure
 
     def tick(self) -> TickResult:
         """Timer: charge service to running calls (demotions), apply due promotions, admit."""
         result = self.scheduler.tick(self._clock())
-        self._resolve(result.admitted)
+        self._pump_soon()
         return result
 
     def observe(self, load: EngineLoad, sent_at: float | None = None) -> WindowChange:
         """A load probe result (taken at ``sent_at``): adapt the window and KV budget, then admit."""
         now = self._clock()
         change = self.scheduler.observe(load, now, sent_at)
-        self._resolve(self.scheduler.select(now))
+        self._pump_soon()
         return change
 
     def stats(self) -> SchedulerStats:

@@ -20,10 +20,15 @@ Rules:
 1. ``enter``: a call of a resident program (or any call, without a gate) is added to the queue; any
    other call waits at the gate. Every call is in exactly one of: at the gate, in the queue, in the
    engine, from ``enter`` to ``leave``; ``leave`` is idempotent and accepts a call in any state.
-2. ``select`` (called at every admission opportunity: a call arrives or leaves, a probe, a tick) first
-   lets the gate release programs (their calls join the queue) and recall displaced ones (their queued
-   calls go back to the gate), then admits from the queue, best first, while the window has room and
-   the call fits the KV budget, stopping at the first call that does not fit (the paper's rule).
+2. ``select`` lets the gate release programs (their calls join the queue) and recall displaced ones
+   (their queued calls go back to the gate), then admits from the queue, best first, while the window
+   has room and the call fits the KV budget, stopping at the first call that does not fit (the
+   paper's rule). The event methods (``enter``, ``leave``, ``observe``, ``tick``) never admit by
+   themselves: a shell calls ``select`` once at the end of each instant in which anything happened
+   (the live gate: at the end of the event loop's turn; the simulation: after every event of that
+   virtual time), so calls that arrive together are weighed together, and a call that completes
+   and the next call of its program (issued at the same instant) compete as the engine-integrated
+   scheduler would see them.
 3. Service is charged to running calls on every ``tick`` and at ``leave`` (the time since the last
    charge), so demotion works while a call runs; a call's reported wait is all its time before
    admission, at the gate and in the queue, never reset by a promotion.
@@ -106,7 +111,6 @@ class SchedulerStats:
 class TickResult:
     promotions: tuple[Promotion, ...]
     demotions: tuple[Demotion, ...]
-    admitted: tuple[Admission, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +325,7 @@ class SidecarScheduler:
         return departure
 
     def tick(self, now: float) -> TickResult:
-        """Timer: charge service to running calls (demotions), apply due promotions, admit."""
+        """Timer: charge service to running calls (demotions), apply due promotions (then ``select``)."""
         self._advance(now)
         demotions: list[Demotion] = []
         for ticket in self._engine.values():
@@ -329,12 +333,11 @@ class SidecarScheduler:
             if demotion is not None:
                 demotions.append(demotion)
         events = self.queue.tick(now)
-        admitted = self.select(now)
-        return TickResult(events.promotions, tuple(demotions), admitted)
+        return TickResult(events.promotions, tuple(demotions))
 
     def observe(self, load: EngineLoad, now: float, sent_at: float | None = None) -> WindowChange:
         """A load probe taken at ``sent_at`` (default ``now``) and read at ``now``: adapt the window and
-        the KV budget; the caller then calls ``select``."""
+        the KV budget (then ``select``)."""
         self._advance(now)
         self._engine_load = load
         if load.kv_capacity_tokens is not None and load.kv_capacity_tokens != self._capacity:

@@ -20,9 +20,13 @@ engine step ends. Idle stretches cost nothing: engines step only while they hold
    - ``sidecar``: into that engine's :class:`SidecarScheduler` (engine_adapters/scheduler.py), the
      very object the live sidecar runs, which admits into the unmodified engine (rule 4);
    - ``engine``: into the local queue, which forms the engine's batch itself (rule 5).
-3. A step starts at ``t`` with everything already added (same-time arrivals and the children of calls
-   that finished at ``t`` included, since their events were pushed first); its outputs are applied at
-   ``t + duration``, when the next step is scheduled. Quiet stepping: only first tokens and finishes.
+3. Events of one virtual instant are handled in three phases: every arrival, completion, probe and
+   tick first; then the sidecars' admission decisions (one ``select`` per engine that had an event);
+   then the engine steps that start at that instant. So a step starting at ``t`` sees everything
+   added at ``t`` (same-time arrivals and the children of calls that finished at ``t`` included),
+   and a sidecar weighs all calls of an instant together, as the engine-integrated scheduler does.
+   A step's outputs are applied at ``t + duration``, when the next step is scheduled. Quiet
+   stepping: only first tokens and finishes.
 4. Sidecar mode drives the scheduler with the live sidecar's events, in virtual time: a call arrives
    (``enter``), a call completes (``leave`` with what the engine reported), a load probe every
    ``probe_interval`` (``observe``: the engine's running and waiting counts, KV usage and capacity, as
@@ -74,7 +78,10 @@ from autellix.simulator.tokenizer import generated_token_stream, stream_token_id
 
 __all__ = ["ClusterConfig", "SimulationResult", "simulate"]
 
-_ARRIVE, _READY, _START, _END, _PROBE, _TICK = 0, 1, 2, 3, 4, 5
+_ARRIVE, _READY, _START, _END, _PROBE, _TICK, _PUMP = 0, 1, 2, 3, 4, 5, 6
+# Within one virtual instant: every event first, then the sidecars' admission decisions, then the
+# engine steps that start then (rule 3).
+_PHASE = {_PUMP: 1, _START: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +183,17 @@ class _Engine:
     requests: dict[str, _Call] = field(default_factory=dict)  # in the engine, by request id
     busy: bool = False  # a step is pending or running
     timers: bool = False  # sidecar probe and tick events are scheduled
+    pump_queued: bool = False  # a sidecar admission decision is due at the end of this instant
     in_flight: int = 0
     last_running: int = 0
     last_waiting: int = 0
     steps_since_round: int = 0
     dirty: bool = True
+
+    def resident(self) -> float | None:
+        """The working-set gate's resident share of the cache, as the sidecar reports it."""
+        gate = self.scheduler.gate if self.scheduler is not None else None
+        return gate.resident_fraction() if gate is not None else None
 
 
 class _Cluster:
@@ -205,7 +218,7 @@ class _Cluster:
         self.router = get_router(system.router)
         self.table = MemoryProgramTable()
         self.tokens = tokens if tokens is not None else TokenCache()
-        self.heap: list[tuple[float, int, int, object]] = []
+        self.heap: list[tuple[float, int, int, int, object]] = []
         self.seq = 0
         self.now = 0.0
         self.events = 0
@@ -231,7 +244,7 @@ class _Cluster:
 
     def push(self, time: float, kind: int, payload: object) -> None:
         self.seq += 1
-        heapq.heappush(self.heap, (time, self.seq, kind, payload))
+        heapq.heappush(self.heap, (time, _PHASE.get(kind, 0), self.seq, kind, payload))
 
     def run(self, programs: Sequence[ProgramSpec]) -> list[_Program]:
         states: list[_Program] = []
@@ -253,7 +266,7 @@ class _Cluster:
         limit = self.config.max_time
         heap = self.heap
         while heap:
-            time, _, kind, payload = heapq.heappop(heap)
+            time, _, _, kind, payload = heapq.heappop(heap)
             if limit is not None and time > limit:
                 break
             self.now = time
@@ -273,6 +286,9 @@ class _Cluster:
             elif kind == _TICK:
                 assert isinstance(payload, _Engine)
                 self.tick(payload)
+            elif kind == _PUMP:
+                assert isinstance(payload, _Engine)
+                self.pump(payload)
             else:
                 assert isinstance(payload, _Program)
                 for index in payload.spec.roots():
@@ -294,7 +310,15 @@ class _Cluster:
         state = table.get(pid)
         loads = table.engine_loads()
         views = [
-            EngineView(e.engine_id, True, loads.get(e.engine_id, 0), e.last_waiting, e.last_running)
+            EngineView(
+                e.engine_id,
+                True,
+                loads.get(e.engine_id, 0),
+                e.last_waiting,
+                e.last_running,
+                None,
+                e.resident(),
+            )
             for e in self.engines
         ]
         thread = str(call.spec.thread)
@@ -334,7 +358,7 @@ class _Cluster:
         if eng.scheduler is not None:
             eng.scheduler.enter(queued, now, CallTokens(len(call.prompt), call.spec.output_tokens))
             self.start_timers(eng)
-            self.pump(eng)
+            self.pump_soon(eng)
         else:
             assert eng.queue is not None
             eng.queue.add(queued, now)
@@ -343,11 +367,19 @@ class _Cluster:
 
     # -- the shells ----------------------------------------------------------------------------------
 
+    def pump_soon(self, eng: _Engine) -> None:
+        """Ask for the sidecar's admission decision at the end of this instant (once)."""
+        if not eng.pump_queued:
+            eng.pump_queued = True
+            self.push(self.now, _PUMP, eng)
+
     def pump(self, eng: _Engine) -> None:
         """Sidecar rule 4: whatever the scheduler admits now enters the engine."""
         scheduler = eng.scheduler
         assert scheduler is not None
+        eng.pump_queued = False
         self.admit_all(eng, scheduler.select(self.now))
+        self.wake(eng)
 
     def admit_all(self, eng: _Engine, admissions: Sequence[Admission]) -> None:
         for admission in admissions:
@@ -383,8 +415,7 @@ class _Cluster:
             self.kv_tokens,
         )
         scheduler.observe(load, self.now)
-        self.pump(eng)
-        self.wake(eng)
+        self.pump_soon(eng)
         self._timer_again(eng, _PROBE, self.config.probe_interval)
 
     def tick(self, eng: _Engine) -> None:
@@ -392,8 +423,8 @@ class _Cluster:
         assert scheduler is not None
         if not eng.timers:
             return  # idle since the last probe: the timers stopped
-        self.admit_all(eng, scheduler.tick(self.now).admitted)
-        self.wake(eng)
+        scheduler.tick(self.now)
+        self.pump_soon(eng)
         self.push(self.now + self.config.tick_interval, _TICK, eng)
 
     def admit(self, eng: _Engine, call: _Call, level: int) -> None:
@@ -503,8 +534,6 @@ class _Cluster:
                 del eng.requests[out.request_id]
                 del eng.running[call.call_id]
                 self.complete(eng, call)
-        if eng.scheduler is not None:
-            self.pump(eng)
         eng.busy = False
         if eng.engine.has_unfinished_requests() or (eng.queue is not None and len(eng.queue) > 0):
             self.wake(eng)
@@ -524,7 +553,7 @@ class _Cluster:
             measured = call.exec_time
             usage = CallUsage(measured, len(call.prompt), spec.output_tokens, max(call.cached, 0))
             eng.scheduler.leave(call.call_id, now, True, usage)
-            self.pump(eng)  # as the live gate does after every departure
+            self.pump_soon(eng)
         elif eng.queue is not None:
             eng.queue.finish(call.call_id, now)
         self.table.finish_call(

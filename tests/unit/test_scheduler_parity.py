@@ -30,6 +30,11 @@ from autellix.simulator.cluster_systems import get_system
 Event = tuple[Any, ...]
 
 
+def check_one_select_per_instant(log: list[Event]) -> None:
+    times = [e[1] for e in log if e[0] == "select"]
+    assert len(times) == len(set(times))
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -102,24 +107,27 @@ async def replay_live(
             a = future.result()
             admitted.append((at, a.call_id, a.level, a.waited))
 
-    previous = ""
-    for event in log:
-        kind, now = event[0], event[1]
+    index = 0
+    while index < len(log):
+        now = log[index][1]
         clock.now = now
-        if kind == "enter":
-            future = gate.enter(dataclasses.replace(event[2]), event[3])
-            future.add_done_callback(lambda f: record(f, clock.now))
-        elif kind == "leave":
-            gate.leave(event[2], event[3], event[4])
-        elif kind == "tick":
-            gate.tick()
-        elif kind == "observe":
-            gate.observe(event[2])
-        elif kind == "select" and previous == "select":
-            gate.pump(now)  # an admission opportunity of its own (an engine step ended)
-        # a select right after enter/leave/observe/tick is the one the live gate runs itself
-        previous = kind
-        await asyncio.sleep(0)  # run the done callbacks, in resolution order
+        # one virtual instant: its events, then the one admission decision the gate takes at the end
+        # of the event loop's turn (the simulation's select of that instant)
+        while index < len(log) and log[index][1] == now:
+            event = log[index]
+            kind = event[0]
+            if kind == "enter":
+                future = gate.enter(dataclasses.replace(event[2]), event[3])
+                future.add_done_callback(lambda f: record(f, clock.now))
+            elif kind == "leave":
+                gate.leave(event[2], event[3], event[4])
+            elif kind == "tick":
+                gate.tick()
+            elif kind == "observe":
+                gate.observe(event[2])
+            index += 1
+        await asyncio.sleep(0)  # the gate's select runs
+        await asyncio.sleep(0)  # the futures' done callbacks run, in resolution order
     return admitted
 
 
@@ -132,5 +140,6 @@ async def test_live_gate_replays_the_simulated_admissions(
     assert len(simulated) >= 50  # every call of the nine programs, at least once
     assert sum(a[3] > 0 for a in simulated) >= 10  # and they competed: many waited
     assert any(e[0] == "observe" for e in log) and any(e[0] == "tick" for e in log)
+    check_one_select_per_instant(log)
     live = await replay_live(log, system, config)
     assert live == simulated
