@@ -14,7 +14,13 @@ Rules
    the end of the event loop's current turn (``loop.call_soon``), and the futures of the calls it
    admitted are resolved in its order: calls that arrive in one turn are weighed together, exactly as
    the simulation weighs the events of one virtual instant together (scheduler.py rule 2).
-3. The clock is injected (a monotonic clock live, a virtual one in tests); no other time source is read.
+3. Abort-and-resume (scheduler.py rule 5, when the scheduler has ``PreemptParams``): after a tick the
+   decision may stop a running call that its handler entered as ``resumable``. The gate then sets the
+   call's stop event (``stop_event``), and the handler must stop the engine request (close its
+   connection) and await ``resumed``, a future that resolves with the call's next admission; it
+   resubmits the rest of the call then. ``progress`` tells the scheduler how many tokens a call has
+   generated (so a call near its ``max_tokens`` is never stopped).
+4. The clock is injected (a monotonic clock live, a virtual one in tests); no other time source is read.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from autellix.engine_adapters.scheduler import (
     CallTokens,
     CallUsage,
     Departure,
+    PreemptParams,
     SchedulerStats,
     SidecarScheduler,
     TickResult,
@@ -52,6 +59,7 @@ class AdmissionGate:
         kv_capacity_tokens: int | None = None,
         kv_headroom: float = 0.05,
         kv_budget: bool = True,
+        preempt: PreemptParams | None = None,
     ) -> None:
         self.scheduler = SidecarScheduler(
             queue,
@@ -60,10 +68,13 @@ class AdmissionGate:
             kv_capacity_tokens=kv_capacity_tokens,
             kv_headroom=kv_headroom,
             kv_budget=kv_budget,
+            preempt=preempt,
         )
         self._clock = clock
         self._pending: dict[str, asyncio.Future[Admission]] = {}
         self._pump_scheduled = False
+        self._preempt_due = False
+        self._stops: dict[str, asyncio.Event] = {}
 
     @property
     def queue(self) -> QueuePolicy:
@@ -84,14 +95,30 @@ class AdmissionGate:
     def now(self) -> float:
         return self._clock()
 
-    def enter(self, call: QueuedCall, tokens: CallTokens | None = None) -> asyncio.Future[Admission]:
-        """Queue a call; the future resolves when the call is admitted (maybe at once)."""
+    def enter(
+        self, call: QueuedCall, tokens: CallTokens | None = None, *, resumable: bool = False
+    ) -> asyncio.Future[Admission]:
+        """Queue a call; the future resolves when the call is admitted (at the end of this loop turn
+        at the earliest). A ``resumable`` call may be stopped and resumed (rule 3)."""
         now = self._clock()
         future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        self.scheduler.enter(call, now, tokens)
+        self.scheduler.enter(call, now, tokens, resumable=resumable)
         self._pending[call.call_id] = future
+        if resumable:
+            self._stops[call.call_id] = asyncio.Event()
         self._pump_soon()
         return future
+
+    def stop_event(self, call_id: str) -> asyncio.Event | None:
+        """Set when the scheduler stops the (resumable) call; None for a call that cannot be stopped."""
+        return self._stops.get(call_id)
+
+    def resumed(self, call_id: str) -> asyncio.Future[Admission] | None:
+        """After a stop: the future of the call's next admission (None if it is not waiting)."""
+        return self._pending.get(call_id)
+
+    def progress(self, call_id: str, generated: int) -> None:
+        self.scheduler.progress(call_id, generated)
 
     def pump(self, now: float | None = None) -> int:
         """Admit whatever the scheduler lets in now; returns how many were admitted."""
@@ -107,6 +134,17 @@ class AdmissionGate:
     def _pump_now(self) -> None:
         self._pump_scheduled = False
         self.pump()
+        if self._preempt_due:
+            self._preempt_due = False
+            now = self._clock()
+            stopped = self.scheduler.preempt(now)
+            for preemption in stopped:
+                event = self._stops.get(preemption.call_id)
+                self._pending[preemption.call_id] = asyncio.get_running_loop().create_future()
+                if event is not None:
+                    event.set()
+            if stopped:
+                self.pump(now)
 
     def leave(self, call_id: str, completed: bool, usage: CallUsage | None = None) -> Departure | None:
         """The call is over (completed, failed or abandoned); frees its place. Idempotent."""
@@ -114,6 +152,7 @@ class AdmissionGate:
         future = self._pending.pop(call_id, None)
         if future is not None and not future.done():
             future.cancel()
+        self._stops.pop(call_id, None)
         departure = self.scheduler.leave(call_id, now, completed, usage)
         self._pump_soon()
         return departure
@@ -121,6 +160,7 @@ class AdmissionGate:
     def tick(self) -> TickResult:
         """Timer: charge service to running calls (demotions), apply due promotions, admit."""
         result = self.scheduler.tick(self._clock())
+        self._preempt_due = self.scheduler.preempt_params is not None
         self._pump_soon()
         return result
 
@@ -139,3 +179,6 @@ class AdmissionGate:
             future = self._pending.pop(admission.call_id, None)
             if future is not None and not future.done():
                 future.set_result(admission)
+            event = self._stops.get(admission.call_id)
+            if event is not None:
+                event.clear()

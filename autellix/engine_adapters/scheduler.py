@@ -40,7 +40,20 @@ Rules:
    Counting a running call's whole reserve while ``held`` already holds what it generated is
    conservative by design: it errs towards a smaller batch, never towards a preemption. An empty
    engine always takes its first call, so nothing can block forever.
-5. Time is the caller's ``now`` and never goes backwards; nothing here reads a clock.
+5. Abort-and-resume preemption (``preempt``; off unless ``PreemptParams`` are given). A sidecar cannot
+   make an unmodified engine preempt, but it can stop a call (close its connection: the engine frees
+   its blocks and keeps the full ones in its prefix cache) and later resubmit its prompt plus the
+   tokens it already generated, asking only for the rest (reference.md §6). At most one call is
+   stopped per decision, and only when all of these hold: the best waiting call could not be admitted
+   (the window or the KV budget is full) and would be once the victim is gone; it ranks ahead of the
+   victim by the queue's own order, by at least ``level_gap`` levels in a multi-level queue; the
+   victim is the worst running call that has run at least ``min_run`` seconds since it last entered
+   the engine (a minimum quantum, so nothing thrashes), has more than ``min_remaining`` tokens of its
+   ``max_tokens`` left (a call about to finish is never stopped) and has been stopped fewer than
+   ``max_preemptions`` times. The victim goes back to the queue in its old place (it keeps its level
+   and sequence number) and is admitted again like any other call; the shell aborts it in the engine
+   and resumes it then.
+6. Time is the caller's ``now`` and never goes backwards; nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -61,7 +74,10 @@ from autellix.engine_adapters.scheduling.working_set import GateCall, GateStats,
 
 __all__ = [
     "CallTokens",
+    "CallUsage",
     "Departure",
+    "PreemptParams",
+    "Preemption",
     "SchedulerStats",
     "SidecarScheduler",
     "TickResult",
@@ -80,6 +96,33 @@ class CallTokens:
     @property
     def total(self) -> int:
         return self.prompt + self.reserve
+
+
+@dataclass(frozen=True, slots=True)
+class PreemptParams:
+    """Abort-and-resume (rule 5); the defaults and their reasons are in README "Results"."""
+
+    level_gap: int = 2  # the waiting call must rank this many levels above the victim
+    min_run: float = 2.0  # seconds a call runs in one spell before it may be stopped
+    min_remaining: int = 32  # tokens of max_tokens that must remain for a call to be stopped
+    max_preemptions: int = 3  # a call is stopped at most this many times
+
+    def __post_init__(self) -> None:
+        if self.level_gap < 0 or self.min_remaining < 0 or self.max_preemptions < 0:
+            raise ValueError("level_gap, min_remaining and max_preemptions must be >= 0")
+        if not (math.isfinite(self.min_run) and self.min_run >= 0):
+            raise ValueError(f"min_run must be a finite number >= 0, got {self.min_run!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """A running call the shell must stop now (abort in the engine) and resume when re-admitted."""
+
+    call_id: str
+    program_id: str
+    level: int
+    generated: int  # tokens it had generated, as the shell last said
+    for_call: str  # the waiting call it makes room for
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +148,7 @@ class SchedulerStats:
     gate: GateStats | None
     kv_capacity_tokens: int | None
     kv_reserved_tokens: int  # what rule 4 counts against the cache right now
+    preempted: int = 0  # calls stopped for a resume (rule 5), cumulative
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +176,9 @@ class _Ticket:
     where: int = 0  # _GATE, _QUEUE or _ENGINE
     charged: float = 0.0  # in the engine: when service was last charged
     admitted_at: float = 0.0
+    generated: int = 0  # output tokens generated so far, over all spells (the shell's count)
+    preemptions: int = 0
+    resumable: bool = False  # the shell can stop and resume this call (rule 5)
 
 
 _GATE, _QUEUE, _ENGINE = 0, 1, 2
@@ -149,6 +196,7 @@ class SidecarScheduler:
         kv_capacity_tokens: int | None = None,
         kv_headroom: float = 0.05,
         kv_budget: bool = True,
+        preempt: PreemptParams | None = None,
     ) -> None:
         if not (math.isfinite(kv_headroom) and 0 <= kv_headroom < 1):
             raise ValueError(f"kv_headroom must be in [0, 1), got {kv_headroom!r}")
@@ -157,6 +205,8 @@ class SidecarScheduler:
         self.gate = gate
         self.kv_headroom = kv_headroom
         self.kv_budget = kv_budget
+        self.preempt_params = preempt
+        self._preempted = 0
         self._capacity: int | None = None
         self._tickets: dict[str, _Ticket] = {}
         self._engine: dict[str, _Ticket] = {}  # in the engine, in admission order
@@ -211,18 +261,22 @@ class SidecarScheduler:
             gate=self.gate.stats() if self.gate is not None else None,
             kv_capacity_tokens=self._capacity,
             kv_reserved_tokens=self.reserved_tokens(),
+            preempted=self._preempted,
         )
 
     # ----- events ----------------------------------------------------------------------------------
 
-    def enter(self, call: QueuedCall, now: float, tokens: CallTokens | None = None) -> None:
-        """A call arrived (rule 1); ``select`` decides when it runs."""
+    def enter(
+        self, call: QueuedCall, now: float, tokens: CallTokens | None = None, *, resumable: bool = False
+    ) -> None:
+        """A call arrived (rule 1); ``select`` decides when it runs. Only a ``resumable`` call (the
+        shell can stop it and resume it later) is ever preempted (rule 5)."""
         self._advance(now)
         if call.call_id in self._tickets:
             raise ValueError(f"call {call.call_id!r} is already known")
         weight = tokens if tokens is not None else CallTokens(call.size, DEFAULT_OUTPUT_RESERVE)
         call.size = weight.total
-        ticket = _Ticket(call, weight, now, wait_start=now)
+        ticket = _Ticket(call, weight, now, wait_start=now, resumable=resumable)
         self._tickets[call.call_id] = ticket
         gate = self.gate
         resident = gate is None or gate.arrive(
@@ -274,6 +328,60 @@ class SidecarScheduler:
                 gate.started(admission.call_id, now)
             out.append(Admission(admission.call_id, admission.program_id, admission.level, ticket.waited))
         return tuple(out)
+
+    def progress(self, call_id: str, generated: int) -> None:
+        """The call has generated ``generated`` output tokens so far (all spells); unknown ids are
+        ignored. Only abort-and-resume reads it."""
+        ticket = self._tickets.get(call_id)
+        if ticket is not None:
+            ticket.generated = generated
+
+    def preempt(self, now: float) -> tuple[Preemption, ...]:
+        """Rule 5: at most one running call to stop now; it is already back in the queue. Shells ask
+        after a ``select`` (on their timer ticks), abort the victim in the engine, then ``select``
+        again, which admits the call it made room for."""
+        self._advance(now)
+        params = self.preempt_params
+        if params is None or not self._engine:
+            return ()
+        best = self.queue.best_waiting(now)
+        if best is None:
+            return ()
+        worst_first = self.queue.preemption_order()
+        best_key = self.queue.order_key(best)
+        multi_level = self.queue.num_levels > 1
+        for call_id in worst_first:
+            ticket = self._engine[call_id]
+            victim = ticket.call
+            if not best_key < self.queue.order_key(victim):
+                return ()  # the rest rank even better: nobody to stop for it
+            if multi_level and victim.level - best.level < params.level_gap:
+                return ()
+            if (
+                not ticket.resumable
+                or now - ticket.admitted_at < params.min_run
+                or ticket.tokens.reserve - ticket.generated <= params.min_remaining
+                or ticket.preemptions >= params.max_preemptions
+            ):
+                continue
+            if not self._fits_without(ticket, best):
+                continue
+            ticket.preemptions += 1
+            self._preempted += 1
+            self.requeue(call_id, now)
+            return (Preemption(call_id, victim.program_id, victim.level, ticket.generated, best.call_id),)
+        return ()
+
+    def _fits_without(self, victim: _Ticket, waiting: QueuedCall) -> bool:
+        """Would ``waiting`` be admitted if ``victim`` left the engine (and no other call may go first)?"""
+        if self.window.room(len(self._engine) - 1) <= 0:
+            return False
+        if not self.kv_budget or self._capacity is None:
+            return True
+        since_probe = victim.admitted_at >= self._probe_sent
+        freed = victim.tokens.total if since_probe else victim.tokens.reserve
+        free = int(self._capacity * (1.0 - self.kv_headroom)) - self.reserved_tokens() + freed
+        return waiting.size <= free
 
     def requeue(self, call_id: str, now: float) -> bool:
         """A call left the engine without finishing, to be resumed later: it waits in its old place."""

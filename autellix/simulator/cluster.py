@@ -34,7 +34,10 @@ engine step ends. Idle stretches cost nothing: engines step only while they hold
    promotions, gate expiry); after each, ``select`` says which calls enter the engine. Timers run on
    a fixed phase (multiples of their interval) while the engine or its scheduler holds work, so an
    idle engine costs no events.
-5. Engine-integrated mode (the paper's modified vLLM, Autellix §5): every ``schedule_interval`` steps,
+5. Sidecar abort-and-resume (presets with ``preempt``): at the decision after each tick the scheduler
+   may name a running call to stop; it is aborted in the engine and resumed as below when the
+   scheduler admits it again.
+6. Engine-integrated mode (the paper's modified vLLM, Autellix §5): every ``schedule_interval`` steps,
    and at any step after an arrival or a completion, running calls are charged the engine time since
    their last charge (quantum demotion), then ``schedule_batch`` ranks running and waiting calls
    together; a call fits while the batch stays within ``max_num_seqs`` and its reserved KV (prompt +
@@ -42,7 +45,7 @@ engine step ends. Idle stretches cost nothing: engines step only while they hold
    choice is imposed from outside: victims are aborted (abort-and-resume, reference.md §6: the full
    blocks they computed stay in the prefix cache) and re-added later as a new request whose prompt is
    the original prompt + the tokens generated so far, asking only for the rest of the output.
-6. Measurements. The call record's queue wait is everything before the engine first scheduled the
+7. Measurements. The call record's queue wait is everything before the engine first scheduled the
    call, in our queue and in the engine's own (summed over spells), so the ``vllm`` presets, whose
    calls wait inside the engine, count their wait too; its exec time is from that first scheduling to
    completion. What the program table is told (service for PLAS/ATLAS) is what the live sidecar
@@ -50,7 +53,7 @@ engine step ends. Idle stretches cost nothing: engines step only while they hold
    ``passthrough`` mode, where no sidecar measures anything, the engine's own scheduling to completion.
    On completion the children are released; a program ends with its last call and its table entry is
    then dropped.
-7. Priority context: ``autellix`` places chains by the PLAS sum and DAGs by the ATLAS critical path;
+8. Priority context: ``autellix`` places chains by the PLAS sum and DAGs by the ATLAS critical path;
    ``plas``/``atlas`` use one measure for all; ``srpt`` gets the program's remaining work (remaining
    output tokens x a batch-1 decode step + prompt tokens x the per-token prefill cost), clairvoyantly.
 """
@@ -184,6 +187,7 @@ class _Engine:
     busy: bool = False  # a step is pending or running
     timers: bool = False  # sidecar probe and tick events are scheduled
     pump_queued: bool = False  # a sidecar admission decision is due at the end of this instant
+    preempt_due: bool = False  # a tick passed: the decision may stop a call (abort-and-resume)
     in_flight: int = 0
     last_running: int = 0
     last_waiting: int = 0
@@ -237,7 +241,7 @@ class _Cluster:
             return _Engine(engine_id, engine, queue, None)
         gate = None if system.working_set is None else WorkingSetGate(system.working_set)
         window = AdmissionWindow(self.config.window_params(self.max_seqs))
-        scheduler = SidecarScheduler(queue, window, gate, kv_budget=system.kv_budget)
+        scheduler = SidecarScheduler(queue, window, gate, kv_budget=system.kv_budget, preempt=system.preempt)
         return _Engine(engine_id, engine, None, scheduler)
 
     # -- the event loop --------------------------------------------------------------------------
@@ -356,7 +360,8 @@ class _Cluster:
         )
         eng.waiting[call.call_id] = call
         if eng.scheduler is not None:
-            eng.scheduler.enter(queued, now, CallTokens(len(call.prompt), call.spec.output_tokens))
+            tokens = CallTokens(len(call.prompt), call.spec.output_tokens)
+            eng.scheduler.enter(queued, now, tokens, resumable=True)
             self.start_timers(eng)
             self.pump_soon(eng)
         else:
@@ -379,7 +384,24 @@ class _Cluster:
         assert scheduler is not None
         eng.pump_queued = False
         self.admit_all(eng, scheduler.select(self.now))
+        if eng.preempt_due:
+            eng.preempt_due = False
+            self.stop_for_better(eng, scheduler)
         self.wake(eng)
+
+    def stop_for_better(self, eng: _Engine, scheduler: SidecarScheduler) -> None:
+        """Abort-and-resume (scheduler.py rule 5): stop what the scheduler says, admit what it frees."""
+        if scheduler.queue.best_waiting(self.now) is None:
+            return
+        for call in eng.running.values():
+            state = eng.engine.request_state(call.rid)
+            scheduler.progress(call.call_id, call.generated + (state.num_generated if state else 0))
+        stopped = scheduler.preempt(self.now)
+        if not stopped:
+            return
+        for preemption in stopped:
+            self.preempt(eng, preemption.call_id)
+        self.admit_all(eng, scheduler.select(self.now))
 
     def admit_all(self, eng: _Engine, admissions: Sequence[Admission]) -> None:
         for admission in admissions:
@@ -424,6 +446,7 @@ class _Cluster:
         if not eng.timers:
             return  # idle since the last probe: the timers stopped
         scheduler.tick(self.now)
+        eng.preempt_due = scheduler.preempt_params is not None
         self.pump_soon(eng)
         self.push(self.now + self.config.tick_interval, _TICK, eng)
 

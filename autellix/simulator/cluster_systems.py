@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from autellix.engine_adapters.scheduler import PreemptParams
 from autellix.engine_adapters.scheduling.working_set import WorkingSetParams
 
 __all__ = ["SYSTEMS", "SystemPreset", "get_system", "system_names"]
@@ -50,6 +51,7 @@ class SystemPreset:
     mode: Mode = "sidecar"
     working_set: WorkingSetParams | None = None  # sidecar mode: the KV working-set gate (None: none)
     kv_budget: bool = False  # sidecar mode: admit only calls whose prompt + output fit the KV cache
+    preempt: PreemptParams | None = None  # sidecar mode: abort-and-resume (None: never stop a call)
 
     def with_router(self, router: str | None) -> SystemPreset:
         return self if router is None else dataclasses.replace(self, router=router)
@@ -79,6 +81,16 @@ SYSTEMS: Mapping[str, SystemPreset] = _presets(
         router="autellix",
         working_set=WorkingSetParams(),
         kv_budget=True,
+    ),
+    SystemPreset(
+        "autellix-ws-resume",
+        "autellix-ws + abort-and-resume preemption in the sidecar",
+        engine_priority=True,
+        queue="autellix",
+        router="autellix",
+        working_set=WorkingSetParams(),
+        kv_budget=True,
+        preempt=PreemptParams(),
     ),
     SystemPreset(
         "autellix-ws-fifo",
