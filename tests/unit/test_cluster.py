@@ -211,7 +211,7 @@ def schedule(result: SimulationResult) -> dict[str, tuple[float, float]]:
     return {c.call_id: (c.admitted, c.completion) for c in result.calls}
 
 
-@pytest.mark.parametrize("system", ["autellix", "autellix-ws", "autellix-kv"])
+@pytest.mark.parametrize("system", ["autellix", "autellix-las", "autellix-kv"])
 def test_a_sidecar_with_no_slack_runs_the_non_preemptive_plas_schedule(system: str) -> None:
     assert schedule(simulate(plas_trace(), get_system(system), UNIT_BATCH_TWO)) == PLAS_SCHEDULE
 

@@ -150,7 +150,7 @@ async def replay_live(
     return admitted
 
 
-@pytest.mark.parametrize("system", ["autellix-ws", "autellix-ws-resume", "autellix", "continuum", "srpt-ws"])
+@pytest.mark.parametrize("system", ["autellix", "autellix-resume", "autellix-las", "continuum", "srpt-ws"])
 async def test_live_gate_replays_the_simulated_admissions(
     monkeypatch: pytest.MonkeyPatch, system: str
 ) -> None:
