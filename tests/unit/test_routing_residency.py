@@ -27,7 +27,9 @@ def views(*rows: tuple[str, int, float | None, bool]) -> list[EngineView]:
         ("tie: first listed", None, [("e0", 1, 0.5, True), ("e1", 1, 0.5, True)], "e0", True),
     ],
 )  # fmt: skip
-def test_residency_routing(name: str, pinned: str | None, fleet: list, engine: str, pin: bool) -> None:
+def test_residency_routing(
+    name: str, pinned: str | None, fleet: list[tuple[str, int, float | None, bool]], engine: str, pin: bool
+) -> None:
     router = get_router("residency")
     decision = router.route(RouteRequest("p", input_tokens=10, pinned_engine=pinned), views(*fleet))
     assert (decision.engine_id, decision.pin) == (engine, pin), name
