@@ -40,9 +40,9 @@ from typing import Any
 from autellix.demo_config import DemoSettings
 from autellix.launch import ServiceGroup, ServiceProcess, service, wait_backends_healthy
 from autellix.loadgen.live_config import SUMMARY_HEADER, format_table, result_rows, workload_params
-from autellix.loadgen.metrics import MetricsSummary
 from autellix.loadgen.program import ProgramSpec
 from autellix.loadgen.runner import LiveOptions, LiveRunResult, run_live
+from autellix.records import MetricsSummary
 from autellix.simulator.cluster_systems import SystemPreset, get_system
 
 # A run whose load generator started programs this late (p95, wall s), or whose token gaps stretched by

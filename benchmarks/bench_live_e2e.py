@@ -43,7 +43,7 @@ from pathlib import Path
 
 from autellix.demo import StackRun, demo_programs, run_setup, setups
 from autellix.demo_config import DemoSettings
-from autellix.loadgen.metrics import ProgramRecord, percentile
+from autellix.records import ProgramRecord, percentile
 from autellix.simulator.cluster import ClusterConfig, simulate
 from autellix.simulator.cluster_prompts import TokenCache
 

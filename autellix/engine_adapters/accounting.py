@@ -88,6 +88,15 @@ def usage_from_payload(payload: Mapping[str, object]) -> Usage | None:
     )
 
 
+def requested_output_tokens(body: Mapping[str, object]) -> int | None:
+    """The output the client allows (``max_completion_tokens``, then ``max_tokens``); None if unset."""
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with BPE tokenizers
 
 

@@ -64,6 +64,7 @@ class EngineLoad:
     waiting: int  # requests queued inside the engine
     kv_usage: float | None = None  # KV-cache usage in [0, 1], None if the engine does not say
     preemptions: float | None = None  # cumulative preemptions, where the engine exports them
+    kv_capacity_tokens: int | None = None  # the engine's KV cache size (blocks x block size), where it says
 
 
 @dataclass(frozen=True, slots=True)

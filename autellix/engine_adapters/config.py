@@ -19,6 +19,7 @@ from autellix.auth import key_file_setting, optional_key, parse_key_list, read_k
 
 if TYPE_CHECKING:
     from autellix.engine_adapters.admission import WindowParams
+    from autellix.engine_adapters.scheduling.working_set import WorkingSetParams
 
 
 class SidecarSettings(BaseSettings):
@@ -40,6 +41,31 @@ class SidecarSettings(BaseSettings):
         None,
         description="queue policy parameters (YAML mapping or JSON in the environment), e.g. "
         "{boundaries: [0, 0.5, 1, 2], beta: 10, service_floor: 0.1}",
+    )
+    working_set: Literal["off", "las", "fifo"] = Field(
+        "off",
+        description="KV working-set gate: let a new program's calls in only while the resident programs' "
+        "histories fit the engine's KV cache (las: least-served program first, fifo: oldest first); off: "
+        "no gate (scheduling/working_set.py)",
+    )
+    working_set_params: dict[str, Any] | None = Field(
+        None,
+        description="working-set gate parameters (YAML mapping or JSON), e.g. {residency_quantum: 16, "
+        "headroom: 0.05, ttl_default: 2, ttl_max: 60}",
+    )
+    kv_budget: bool = Field(
+        True,
+        description="admit a call only while its prompt + max_tokens fit the engine's KV cache beside the "
+        "calls already in it (needs the cache size: vLLM's cache_config_info, or --kv-capacity-tokens)",
+    )
+    kv_capacity_tokens: int | None = Field(
+        None, ge=1, description="the engine's KV cache size in tokens (default: as the engine reports it)"
+    )
+    kv_headroom: float = Field(
+        0.05, ge=0, lt=1, description="fraction of the KV cache the budget leaves free"
+    )
+    default_output_reserve: int = Field(
+        512, ge=1, description="output tokens counted for a call that sets no max_tokens"
     )
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8100, ge=0, le=65535, description="port to bind (0 picks a free one)")
@@ -132,10 +158,30 @@ class SidecarSettings(BaseSettings):
             get_policy(scheduler, value)  # unknown keys / bad values: one clear line naming them
         return value
 
+    @field_validator("working_set_params")
+    @classmethod
+    def _valid_working_set(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from autellix.engine_adapters.scheduling import build_params
+        from autellix.engine_adapters.scheduling.working_set import WorkingSetParams
+
+        build_params(WorkingSetParams, value, what="working_set_params")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> SidecarSettings:
         self.window_params()
         return self
+
+    def working_set_gate_params(self) -> WorkingSetParams | None:
+        """The gate's parameters, or None when ``--working-set off``."""
+        if self.working_set == "off":
+            return None
+        from autellix.engine_adapters.scheduling import build_params
+        from autellix.engine_adapters.scheduling.working_set import WorkingSetParams
+
+        values = {**(self.working_set_params or {}), "order": self.working_set}
+        params: WorkingSetParams = build_params(WorkingSetParams, values, what="working_set_params")
+        return params
 
     def api_keys(self) -> tuple[str, ...]:
         """Every key a caller may present: the listed ones, then the key file's (read now)."""

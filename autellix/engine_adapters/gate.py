@@ -1,18 +1,25 @@
-"""The admission gate: the sidecar's queue policy and admission window, driven by request handlers.
+"""The admission gate: the sidecar's pure admission core (scheduler.py) driven by request handlers.
 
-A thin asyncio layer over the pure parts (scheduling/, admission.py): each handler ``enter``s its call
-and awaits a future that resolves with the call's :class:`Admission`; the gate decides, handlers obey.
+A thin asyncio layer: each handler ``enter``s its call and awaits a future that resolves with the
+call's :class:`Admission`; :class:`SidecarScheduler` decides, handlers obey. The discrete-event
+simulation drives the very same scheduler from its event loop (simulator/cluster.py), so what is
+measured in virtual time is what runs here.
 
 Rules
 -----
-1. Every call is in exactly one of: waiting (a future in ``_pending`` and a waiting call in the queue)
-   or in flight (``_in_flight`` and running in the queue), from ``enter`` to ``leave``. ``leave`` is
-   idempotent and accepts a call in either state, so a handler's ``finally`` can always call it,
-   whether the client vanished while the call waited, at the instant it was admitted, or mid-stream.
-2. ``pump`` admits while the window has room and is called at every admission opportunity: a call
-   arrives, a call leaves, a probe changes the window, a tick promotes someone.
-3. Service for demotion accounting is charged to running calls on every tick and at ``leave``: the
-   time since the call's last charge (admission, then each tick).
+1. A call has a future from ``enter`` until it is admitted or leaves. ``leave`` is idempotent and
+   accepts a call in any state, so a handler's ``finally`` can always call it, whether the client
+   vanished while the call waited, at the instant it was admitted, or mid-stream.
+2. After events (a call arrives or leaves, a probe, a tick) the scheduler's ``select`` runs once, at
+   the end of the event loop's current turn (``loop.call_soon``), and the futures of the calls it
+   admitted are resolved in its order: calls that arrive in one turn are weighed together, exactly as
+   the simulation weighs the events of one virtual instant together (scheduler.py rule 2).
+3. Abort-and-resume (scheduler.py rule 5, when the scheduler has ``PreemptParams``): after a tick the
+   decision may stop a running call that its handler entered as ``resumable``. The gate then sets the
+   call's stop event (``stop_event``), and the handler must stop the engine request (close its
+   connection) and await ``resumed``, a future that resolves with the call's next admission; it
+   resubmits the rest of the call then. ``progress`` tells the scheduler how many tokens a call has
+   generated (so a call near its ``max_tokens`` is never stopped).
 4. The clock is injected (a monotonic clock live, a virtual one in tests); no other time source is read.
 """
 
@@ -20,63 +27,66 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from autellix.engine_adapters.admission import AdmissionWindow, EngineLoad, WindowChange
-from autellix.engine_adapters.scheduling import (
-    Admission,
-    CapacityBudget,
-    Demotion,
-    Promotion,
-    QueuedCall,
-    QueuePolicy,
-    QueueStats,
+from autellix.engine_adapters.scheduler import (
+    CallTokens,
+    CallUsage,
+    Departure,
+    PreemptParams,
+    SchedulerStats,
+    SidecarScheduler,
+    TickResult,
 )
+from autellix.engine_adapters.scheduling import Admission, QueuedCall, QueuePolicy
+from autellix.engine_adapters.scheduling.working_set import WorkingSetGate
 
+__all__ = ["AdmissionGate", "CallTokens", "CallUsage", "Departure", "GateStats", "TickResult"]
 
-@dataclass(frozen=True, slots=True)
-class GateStats:
-    """Everything the metrics exporter reads at scrape time."""
-
-    queue: QueueStats
-    in_flight: int
-    window: int
-    aborted_waiting: int
-    aborted_running: int
-    engine_load: EngineLoad | None
-
-
-@dataclass(frozen=True, slots=True)
-class TickResult:
-    promotions: tuple[Promotion, ...]
-    demotions: tuple[Demotion, ...]
-    admitted: int
-
-
-@dataclass(frozen=True, slots=True)
-class Departure:
-    """A call that left the gate: its queue record (final counters) and whether it was admitted."""
-
-    call: QueuedCall
-    was_admitted: bool
+GateStats = SchedulerStats  # the name the metrics exporter has always read
 
 
 class AdmissionGate:
-    """Queue + window + the futures of the handlers waiting for admission."""
+    """The scheduler + the futures of the handlers waiting for admission."""
 
-    def __init__(self, queue: QueuePolicy, window: AdmissionWindow, clock: Callable[[], float]) -> None:
-        self.queue = queue
-        self.window = window
+    def __init__(
+        self,
+        queue: QueuePolicy,
+        window: AdmissionWindow,
+        clock: Callable[[], float],
+        *,
+        working_set: WorkingSetGate | None = None,
+        kv_capacity_tokens: int | None = None,
+        kv_headroom: float = 0.05,
+        kv_budget: bool = True,
+        preempt: PreemptParams | None = None,
+    ) -> None:
+        self.scheduler = SidecarScheduler(
+            queue,
+            window,
+            working_set,
+            kv_capacity_tokens=kv_capacity_tokens,
+            kv_headroom=kv_headroom,
+            kv_budget=kv_budget,
+            preempt=preempt,
+        )
         self._clock = clock
         self._pending: dict[str, asyncio.Future[Admission]] = {}
-        self._in_flight: dict[str, float] = {}  # call id -> time service was last charged
-        self._aborted_waiting = 0
-        self._aborted_running = 0
-        self._engine_load: EngineLoad | None = None
+        self._pump_scheduled = False
+        self._preempt_due = False
+        self._stops: dict[str, asyncio.Event] = {}
+
+    @property
+    def queue(self) -> QueuePolicy:
+        return self.scheduler.queue
+
+    @property
+    def window(self) -> AdmissionWindow:
+        return self.scheduler.window
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return self.scheduler.in_flight
 
     @property
     def waiting(self) -> int:
@@ -85,80 +95,90 @@ class AdmissionGate:
     def now(self) -> float:
         return self._clock()
 
-    def enter(self, call: QueuedCall) -> asyncio.Future[Admission]:
-        """Queue a call; the future resolves when the call is admitted (maybe at once)."""
+    def enter(
+        self, call: QueuedCall, tokens: CallTokens | None = None, *, resumable: bool = False
+    ) -> asyncio.Future[Admission]:
+        """Queue a call; the future resolves when the call is admitted (at the end of this loop turn
+        at the earliest). A ``resumable`` call may be stopped and resumed (rule 3)."""
         now = self._clock()
         future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        self.queue.add(call, now)
+        self.scheduler.enter(call, now, tokens, resumable=resumable)
         self._pending[call.call_id] = future
-        self.pump(now)
+        if resumable:
+            self._stops[call.call_id] = asyncio.Event()
+        self._pump_soon()
         return future
 
-    def pump(self, now: float | None = None) -> int:
-        """Admit the best waiting calls while the window has room; returns how many were admitted."""
-        room = self.window.room(len(self._in_flight))
-        if room <= 0 or not self._pending:
-            return 0
-        at = self._clock() if now is None else now
-        admissions = self.queue.select_admissions(at, CapacityBudget(calls=room))
-        for admission in admissions:
-            self._in_flight[admission.call_id] = at
-            future = self._pending.pop(admission.call_id, None)
-            if future is not None and not future.done():
-                future.set_result(admission)
-        return len(admissions)
+    def stop_event(self, call_id: str) -> asyncio.Event | None:
+        """Set when the scheduler stops the (resumable) call; None for a call that cannot be stopped."""
+        return self._stops.get(call_id)
 
-    def leave(self, call_id: str, completed: bool) -> Departure | None:
+    def resumed(self, call_id: str) -> asyncio.Future[Admission] | None:
+        """After a stop: the future of the call's next admission (None if it is not waiting)."""
+        return self._pending.get(call_id)
+
+    def progress(self, call_id: str, generated: int) -> None:
+        self.scheduler.progress(call_id, generated)
+
+    def pump(self, now: float | None = None) -> int:
+        """Admit whatever the scheduler lets in now; returns how many were admitted."""
+        admitted = self.scheduler.select(self._clock() if now is None else now)
+        self._resolve(admitted)
+        return len(admitted)
+
+    def _pump_soon(self) -> None:
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump_now)
+
+    def _pump_now(self) -> None:
+        self._pump_scheduled = False
+        self.pump()
+        if self._preempt_due:
+            self._preempt_due = False
+            now = self._clock()
+            stopped = self.scheduler.preempt(now)
+            for preemption in stopped:
+                event = self._stops.get(preemption.call_id)
+                self._pending[preemption.call_id] = asyncio.get_running_loop().create_future()
+                if event is not None:
+                    event.set()
+            if stopped:
+                self.pump(now)
+
+    def leave(self, call_id: str, completed: bool, usage: CallUsage | None = None) -> Departure | None:
         """The call is over (completed, failed or abandoned); frees its place. Idempotent."""
         now = self._clock()
-        departure: Departure | None = None
-        if call_id in self._in_flight:
-            charged = self._in_flight.pop(call_id)
-            self._charge(call_id, now - charged, now)
-            record = self.queue.finish(call_id, now) if completed else self.queue.remove(call_id, now)
-            if not completed:
-                self._aborted_running += 1
-            departure = Departure(record, True) if record is not None else None
-        elif call_id in self._pending:
-            future = self._pending.pop(call_id)
-            if not future.done():
-                future.cancel()
-            record = self.queue.remove(call_id, now)
-            self._aborted_waiting += 1
-            departure = Departure(record, False) if record is not None else None
-        self.pump(now)
+        future = self._pending.pop(call_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+        self._stops.pop(call_id, None)
+        departure = self.scheduler.leave(call_id, now, completed, usage)
+        self._pump_soon()
         return departure
 
     def tick(self) -> TickResult:
         """Timer: charge service to running calls (demotions), apply due promotions, admit."""
-        now = self._clock()
-        demotions: list[Demotion] = []
-        for call_id, charged in self._in_flight.items():
-            demotion = self._charge(call_id, now - charged, now)
-            self._in_flight[call_id] = now
-            if demotion is not None:
-                demotions.append(demotion)
-        events = self.queue.tick(now)
-        admitted = self.pump(now)
-        return TickResult(events.promotions, tuple(demotions), admitted)
+        result = self.scheduler.tick(self._clock())
+        self._preempt_due = self.scheduler.preempt_params is not None
+        self._pump_soon()
+        return result
 
-    def observe(self, load: EngineLoad) -> WindowChange:
-        """A load probe result: adapt the window, then admit if it grew."""
+    def observe(self, load: EngineLoad, sent_at: float | None = None) -> WindowChange:
+        """A load probe result (taken at ``sent_at``): adapt the window and KV budget, then admit."""
         now = self._clock()
-        self._engine_load = load
-        change = self.window.observe(load, len(self._in_flight), len(self._pending), now)
-        self.pump(now)
+        change = self.scheduler.observe(load, now, sent_at)
+        self._pump_soon()
         return change
 
-    def stats(self) -> GateStats:
-        return GateStats(
-            queue=self.queue.snapshot(),
-            in_flight=len(self._in_flight),
-            window=self.window.size,
-            aborted_waiting=self._aborted_waiting,
-            aborted_running=self._aborted_running,
-            engine_load=self._engine_load,
-        )
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats()
 
-    def _charge(self, call_id: str, seconds: float, now: float) -> Demotion | None:
-        return self.queue.record_service(call_id, max(0.0, seconds), now)
+    def _resolve(self, admitted: tuple[Admission, ...]) -> None:
+        for admission in admitted:
+            future = self._pending.pop(admission.call_id, None)
+            if future is not None and not future.done():
+                future.set_result(admission)
+            event = self._stops.get(admission.call_id)
+            if event is not None:
+                event.clear()

@@ -69,6 +69,41 @@ class _GateCollector(Collector):
                 yield _gauge(
                     "engine_kv_usage", "Engine's KV-cache usage (0-1), as last probed.", load.kv_usage
                 )
+        if stats.kv_capacity_tokens is not None:
+            yield _gauge(
+                "kv_capacity_tokens",
+                "Engine's KV cache size in tokens, as it says.",
+                stats.kv_capacity_tokens,
+            )
+            yield _gauge(
+                "kv_reserved_tokens",
+                "KV tokens the budget counts as taken: held at the last probe + reserves of calls in flight.",
+                stats.kv_reserved_tokens,
+            )
+        gate = stats.gate
+        if gate is not None:
+            yield _gauge(
+                "resident_programs", "Programs resident on this engine (working-set gate).", gate.residents
+            )
+            yield _gauge(
+                "resident_tokens",
+                "The resident programs' KV footprint as the gate counts it.",
+                gate.resident_tokens,
+            )
+            yield _gauge(
+                "gate_waiting_programs", "Programs waiting at the working-set gate.", gate.waiting_programs
+            )
+            yield _gauge("gate_waiting_calls", "Calls waiting at the working-set gate.", gate.waiting_calls)
+            events = CounterMetricFamily(
+                PREFIX + "gate_programs",
+                "Programs that became resident, were displaced, expired or were promoted at the gate.",
+                labels=["event"],
+            )
+            events.add_metric(["admitted"], gate.admitted_programs)
+            events.add_metric(["displaced"], gate.displaced_programs)
+            events.add_metric(["expired"], gate.expired_programs)
+            events.add_metric(["promoted"], gate.promoted_programs)
+            yield events
         yield _gauge(
             "engine_priority_enabled",
             "1 if the sidecar sends the engine a priority field.",

@@ -90,9 +90,10 @@ async def forward_call(
     body: dict[str, Any],
     call_id: str,
     admission: Admission,
-) -> tuple[web.StreamResponse, bool]:
-    """Send an admitted call to the engine; returns the client's response and whether the call ended
-    normally (False: the engine was unreachable or broke off; the gate then counts an abort)."""
+) -> tuple[web.StreamResponse, bool, CompletionReport | None]:
+    """Send an admitted call to the engine; returns the client's response, whether the call ended
+    normally (False: the engine was unreachable or broke off; the gate then counts an abort) and the
+    completion report (None when the client went away first)."""
     rules = BY_PATH[path]
     stream = body.get("stream") is True
     options = body.get("stream_options")
@@ -117,17 +118,17 @@ async def forward_call(
             error_type="ServiceUnavailableError",
             headers={REPORT_HEADER: report.to_json()},
         )
-        return error_response(error, rules.error_shape), False
+        return error_response(error, rules.error_shape), False, report
     reusable = False
     try:
         if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
-            response, completed, reusable = await _relay_stream(
+            response, completed, reusable, report = await _relay_stream(
                 sidecar, request, upstream, client_wants_usage, report_for, rules
             )
         else:
-            response, completed = await _relay_whole(sidecar, upstream, report_for, rules)
+            response, completed, report = await _relay_whole(sidecar, upstream, report_for, rules)
             reusable = completed
-        return response, completed
+        return response, completed, report
     finally:
         if reusable:
             upstream.release()
@@ -140,7 +141,7 @@ async def _relay_whole(
     upstream: aiohttp.ClientResponse,
     report_for: partial[CompletionReport],
     rules: ApiRules,
-) -> tuple[web.StreamResponse, bool]:
+) -> tuple[web.StreamResponse, bool, CompletionReport]:
     gate = sidecar.gate
     try:
         payload = await upstream.read()
@@ -153,7 +154,7 @@ async def _relay_whole(
             error_type="BadGatewayError",
             headers={REPORT_HEADER: report.to_json()},
         )
-        return error_response(error, rules.error_shape), False
+        return error_response(error, rules.error_shape), False, report
     completed_at = gate.now()
     ok = upstream.status < 400
     usage: Usage | None = None
@@ -169,7 +170,7 @@ async def _relay_whole(
     _observe(sidecar, report, "ok" if ok else "engine_error")
     headers = response_headers(upstream.headers)
     headers[REPORT_HEADER] = report.to_json()
-    return web.Response(body=payload, status=upstream.status, headers=headers), True
+    return web.Response(body=payload, status=upstream.status, headers=headers), True, report
 
 
 async def _relay_stream(
@@ -179,9 +180,9 @@ async def _relay_stream(
     client_wants_usage: bool,
     report_for: partial[CompletionReport],
     rules: ApiRules,
-) -> tuple[web.StreamResponse, bool, bool]:
-    """Relay an SSE stream; returns the response, whether the call ended normally, and whether the
-    engine connection may be reused (it reached its end)."""
+) -> tuple[web.StreamResponse, bool, bool, CompletionReport]:
+    """Relay an SSE stream; returns the response, whether the call ended normally, whether the
+    engine connection may be reused (it reached its end), and the report."""
     relay = SseRelay(client_wants_usage, sidecar.adapter.read_usage, rules.dialect)
     response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
     await response.prepare(request)
@@ -206,7 +207,8 @@ async def _relay_stream(
     _observe(sidecar, report, "ok" if ok else "engine_error" if broke_off is None else "engine_broke_off")
     await response.write(relay.finish(report.sse_line()))
     await response.write_eof()
-    return response, broke_off is None, broke_off is None and await _drained(upstream)
+    reusable = broke_off is None and await _drained(upstream)
+    return response, broke_off is None, reusable, report
 
 
 async def _drained(upstream: aiohttp.ClientResponse) -> bool:

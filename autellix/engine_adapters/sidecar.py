@@ -33,6 +33,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -41,7 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.api_errors import error_shape_of, unauthorized
 from autellix.auth import KeyRing, forwards_client_authorization, read_key_file, requires_key
-from autellix.engine_adapters.accounting import estimate_input_tokens
+from autellix.engine_adapters.accounting import estimate_input_tokens, requested_output_tokens
 from autellix.engine_adapters.admission import AdmissionWindow
 from autellix.engine_adapters.apis import BY_PATH
 from autellix.engine_adapters.base import (
@@ -54,11 +55,12 @@ from autellix.engine_adapters.base import (
     resolve_priority,
 )
 from autellix.engine_adapters.config import SidecarSettings
-from autellix.engine_adapters.gate import AdmissionGate
+from autellix.engine_adapters.gate import AdmissionGate, CallTokens, CallUsage
 from autellix.engine_adapters.metrics import SidecarMetrics
 from autellix.engine_adapters.protocol import CallContext, ProtocolError, decode_call_context
 from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
+from autellix.engine_adapters.scheduling.working_set import WorkingSetGate
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
 from autellix.serving import reload_keys, run_service, serve_app
 
@@ -77,7 +79,16 @@ class Sidecar:
             settings.engine_kind, AdapterOptions(settings.sglang_low_priority_values_first)
         )
         queue = get_policy(settings.scheduler, settings.scheduler_params)
-        self.gate = AdmissionGate(queue, AdmissionWindow(settings.window_params()), clock)
+        gate_params = settings.working_set_gate_params()
+        self.gate = AdmissionGate(
+            queue,
+            AdmissionWindow(settings.window_params()),
+            clock,
+            working_set=WorkingSetGate(gate_params) if gate_params is not None else None,
+            kv_capacity_tokens=settings.kv_capacity_tokens,
+            kv_headroom=settings.kv_headroom,
+            kv_budget=settings.kv_budget,
+        )
         self.client = EngineClient(settings.engine_url, settings.connect_timeout, settings.engine_api_key)
         from_file = read_key_file(settings.api_key_file) if settings.api_key_file is not None else ()
         self.key_ring = KeyRing.of(settings.api_key, from_file)
@@ -92,6 +103,11 @@ class Sidecar:
         self._load_path = 0
         self._warned_probe = False
         self._next_key = 0
+
+    def call_tokens(self, call: QueuedCall, body: dict[str, Any]) -> CallTokens:
+        """What the call weighs in KV: its prompt and the output it may generate (max_tokens)."""
+        reserve = requested_output_tokens(body) or self.settings.default_output_reserve
+        return CallTokens(call.size, reserve)
 
     def queued_call(self, context: CallContext, body: dict[str, Any]) -> QueuedCall:
         """The queue record of a new call; its key is unique even if a proxy repeats a call id.
@@ -123,6 +139,7 @@ class Sidecar:
         if self._detection_pending:
             await self._detect_priority(probe_timeout)
         path = self.adapter.load_paths[self._load_path]
+        sent_at = self.gate.now()
         try:
             status, text = await self.client.get_text(path, probe_timeout)
         except (EngineUnavailable, TimeoutError, aiohttp.ClientError) as exc:
@@ -141,7 +158,9 @@ class Sidecar:
             self._probe_failed(str(exc))
             return
         self._warned_probe = False
-        change = self.gate.observe(load)
+        if self.settings.kv_capacity_tokens is not None:
+            load = replace(load, kv_capacity_tokens=self.settings.kv_capacity_tokens)
+        change = self.gate.observe(load, sent_at)
         if change.action != "hold":
             log.debug("window %d -> %d (%s; engine %s)", change.before, change.after, change.reason, load)
 
@@ -254,8 +273,9 @@ async def _generate(request: web.Request, path: str) -> web.StreamResponse:
         raise SidecarError(str(exc), param="headers") from exc
     call = sidecar.queued_call(context, body)
     gate = sidecar.gate
-    admission_future = gate.enter(call)
+    admission_future = gate.enter(call, sidecar.call_tokens(call, body))
     completed = False
+    usage: CallUsage | None = None
     try:
         admission = await admission_future
         if log.isEnabledFor(logging.DEBUG):
@@ -263,15 +283,19 @@ async def _generate(request: web.Request, path: str) -> web.StreamResponse:
                 "admit %s (program %s, service %.3f s) from level %d after %.3f s",
                 context.call_id, context.program_id, call.program_service, admission.level, admission.waited,
             )  # fmt: skip
-        response, completed = await forward_call(
+        response, completed, report = await forward_call(
             sidecar, request, path, raw, body, context.call_id, admission
         )
+        if report is not None:
+            usage = CallUsage(
+                report.exec_time, report.prompt_tokens, report.output_tokens, report.cached_tokens
+            )
         return response
     except (asyncio.CancelledError, ConnectionResetError):
         sidecar.metrics.requests.labels("client_gone").inc()
         raise
     finally:
-        gate.leave(call.call_id, completed)
+        gate.leave(call.call_id, completed, usage)
 
 
 async def generate(request: web.Request) -> web.StreamResponse:

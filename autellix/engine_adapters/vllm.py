@@ -9,7 +9,10 @@ Theory of operation (the rules of base.py, as vLLM answers them)
 2. Priority: lower values first, ties by arrival (``--scheduling-policy priority``). vLLM exposes its
    policy only on ``GET /server_info`` in dev mode (``VLLM_SERVER_DEV_MODE=1``), as
    ``scheduler_config.policy``; anything else leaves ``auto`` at "unknown", i.e. no priority sent.
-3. Usage: ``usage`` with ``prompt_tokens_details.cached_tokens`` (``--enable-prompt-tokens-details``);
+3. KV capacity: the labels ``num_gpu_blocks`` and ``block_size`` of ``vllm:cache_config_info`` (an
+   info-style gauge; their product is the cache in tokens, summed over engine cores), read by the
+   KV budget and the working-set gate (scheduler.py); absent or ``None``: unknown.
+4. Usage: ``usage`` with ``prompt_tokens_details.cached_tokens`` (``--enable-prompt-tokens-details``);
    the engine's queue time from the per-request ``metrics.queue_time_ms``
    (``--enable-per-request-metrics``; on the usage chunk when streaming).
 """
@@ -39,6 +42,8 @@ RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
 PREEMPTIONS = ("vllm:num_preemptions_total", "vllm:num_preemptions")
+CACHE_INFO = "vllm:cache_config_info"
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 _POLICY_TEXT = re.compile(r"""(?:scheduling_)?policy['"]?\s*[:=]\s*['"]?(fcfs|priority)\b""")
 
 
@@ -62,6 +67,7 @@ class VllmAdapter(EngineAdapter):
             waiting=int(sum(samples.get(WAITING, ()))),
             kv_usage=max(kv) if kv else None,
             preemptions=sum(preemptions) if preemptions else None,
+            kv_capacity_tokens=cache_capacity_tokens(text),
         )
 
     def detect_priority(self, status: int, text: str) -> PrioritySupport | None:
@@ -93,3 +99,20 @@ class VllmAdapter(EngineAdapter):
         if not math.isfinite(queue_ms) or queue_ms < 0:
             return usage
         return replace(usage, engine_queue_time=queue_ms / 1000.0)
+
+
+def cache_capacity_tokens(text: str) -> int | None:
+    """Rule 3: the KV cache size in tokens from ``vllm:cache_config_info``'s labels, None if not said."""
+    total = 0
+    for line in text.splitlines():
+        if not line.startswith(CACHE_INFO + "{"):
+            continue
+        labels = dict(_LABEL.findall(line[len(CACHE_INFO) + 1 : line.rfind("}")]))
+        try:
+            blocks = int(labels.get("num_gpu_blocks", ""))
+            size = int(labels.get("block_size", ""))
+        except ValueError:
+            continue
+        if blocks > 0 and size > 0:
+            total += blocks * size
+    return total or None

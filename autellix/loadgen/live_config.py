@@ -17,9 +17,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if typing.TYPE_CHECKING:
-    from autellix.loadgen.metrics import MetricsSummary
     from autellix.loadgen.program import ProgramSpec
     from autellix.loadgen.runner import LiveRunResult
+    from autellix.records import MetricsSummary
 
 __all__ = [
     "SUMMARY_HEADER",

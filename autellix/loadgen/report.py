@@ -13,6 +13,12 @@ latency ("Nx throughput", reference.md §2). Here, per workload:
    the highest swept rate, flagged in ``lower_bound`` (its true throughput is higher).
 3. Ratios divide ``autellix``'s (or the first program-aware system's) throughput by each other's; a
    system that meets the bound at no swept rate has throughput 0 and no ratio.
+4. The ladder (``throughput_ladder``): the same figure at several bounds at once, relative ones (2x, 5x,
+   10x the unloaded latency) and absolute ones (0.1, 0.25, 0.5 s/token), because a ratio read at one
+   bound says little about another: near the knee every system meets a loose bound, far past it none
+   meets a tight one. A crossing is *bracketed* when the swept rates just below and just above it were
+   both run (the system met the bound at the first and not at the second); a figure that is not
+   bracketed is a bound on the true rate, and the table says so.
 """
 
 from __future__ import annotations
@@ -23,7 +29,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_table", "throughput_at_latency", "write_report"]
+__all__ = [
+    "Bound",
+    "format_ladder",
+    "format_table",
+    "throughput_at_latency",
+    "throughput_ladder",
+    "write_report",
+]
+
+DEFAULT_FACTORS = (2.0, 5.0, 10.0)
+DEFAULT_ABSOLUTE = (0.1, 0.25, 0.5)
 
 _COLUMNS = (
     "workload",
@@ -118,29 +134,114 @@ def throughput_at_latency(
     return out
 
 
+Bound = tuple[str, float]  # (label, s/token)
+
+
+def ladder_bounds(
+    rows: Sequence[Mapping[str, Any]],
+    stat: str = "mean",
+    factors: Sequence[float] = DEFAULT_FACTORS,
+    absolute: Sequence[float] = DEFAULT_ABSOLUTE,
+) -> list[Bound]:
+    """Rule 4's bounds for one workload's runs: ``factor`` x the lowest latency seen, then absolutes."""
+    values = [r["summary"]["token_latency"][stat] for r in rows if r["summary"]["programs_completed"]]
+    unloaded = min(values) if values else 0.0
+    return [(f"{f:g}x", f * unloaded) for f in factors] + [(f"{a:g} s/tok", a) for a in absolute]
+
+
+def throughput_ladder(
+    rows: Sequence[Mapping[str, Any]],
+    stat: str = "mean",
+    factors: Sequence[float] = DEFAULT_FACTORS,
+    absolute: Sequence[float] = DEFAULT_ABSOLUTE,
+    reference: str = "autellix",
+) -> dict[str, dict[str, Any]]:
+    """Per workload and bound: each system's sustained rate, whether it is bracketed, and the
+    reference system's ratio to every other (rule 4)."""
+    out: dict[str, dict[str, Any]] = {}
+    for workload in dict.fromkeys(r["workload"] for r in rows):
+        runs = [r for r in rows if r["workload"] == workload]
+        systems = list(dict.fromkeys(r["system"] for r in runs))
+        rates = sorted({float(r["rate"]) for r in runs})
+        ladder: list[dict[str, Any]] = []
+        for label, bound in ladder_bounds(runs, stat, factors, absolute):
+            throughput: dict[str, float] = {}
+            bracketed: dict[str, bool] = {}
+            for system in systems:
+                own = [r for r in runs if r["system"] == system]
+                rate, never = _crossing(own, stat, bound)
+                throughput[system] = round(rate, 4)
+                bracketed[system] = not never and rate > 0.0 and rate >= rates[0]
+            ref = reference if reference in throughput else None
+            ratios = {
+                name: round(throughput[ref] / value, 3)
+                for name, value in throughput.items()
+                if ref is not None and name != ref and value > 0
+            }
+            ladder.append(
+                {
+                    "label": label,
+                    "bound": bound,
+                    "throughput": throughput,
+                    "bracketed": bracketed,
+                    "ratios": ratios,
+                }
+            )
+        out[workload] = {"stat": stat, "reference": reference, "rates": rates, "ladder": ladder}
+    return out
+
+
+def format_ladder(ladder: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown: one row per (workload, bound): each system's sustained rate (``>`` not bracketed:
+    within the bound at the highest rate swept; ``<`` not even at the lowest), then the reference's
+    ratio to each."""
+    lines: list[str] = []
+    for workload, fig in ladder.items():
+        entries = fig["ladder"]
+        if not entries:
+            continue
+        systems = list(entries[0]["throughput"])
+        ref = fig["reference"]
+        others = [s for s in systems if s != ref]
+        head = ["workload", "bound", "s/token", *systems, *(f"{ref} / {s}" for s in others)]
+        if not lines:
+            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for entry in entries:
+            cells = [workload, entry["label"], f"{entry['bound']:.4f}"]
+            for system in systems:
+                rate = entry["throughput"][system]
+                mark = "" if entry["bracketed"][system] else (">" if rate > 0 else "<")
+                cells.append(f"{mark}{rate:g}" if rate > 0 else f"<{fig['rates'][0]:g}")
+            cells += [f"{entry['ratios'][s]:.2f}x" if s in entry["ratios"] else "-" for s in others]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _plot(rows: Sequence[Mapping[str, Any]], workload: str, stat: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, hit) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
     for system in dict.fromkeys(r["system"] for r in rows if r["workload"] == workload):
         runs = sorted(
             (r for r in rows if r["workload"] == workload and r["system"] == system), key=lambda r: r["rate"]
         )
-        ax.plot(
-            [r["rate"] for r in runs],
-            [r["summary"]["token_latency"][stat] for r in runs],
-            marker="o",
-            label=system,
-        )
+        rates = [r["rate"] for r in runs]
+        ax.plot(rates, [r["summary"]["token_latency"][stat] for r in runs], marker="o", label=system)
+        hit.plot(rates, [r["summary"]["prefix_cache_hit_rate"] for r in runs], marker=".", label=system)
     ax.set_xlabel("arrival rate λ (programs/s)")
     ax.set_ylabel(f"{stat} program token latency (s/token)")
     ax.set_yscale("log")
     ax.set_title(f"{workload}: program-level token latency vs load")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
+    hit.set_xlabel("arrival rate λ (programs/s)")
+    hit.set_ylabel("prefix-cache hit rate")
+    hit.set_ylim(0.0, 1.0)
+    hit.set_title("prefix-cache hits")
+    hit.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -152,15 +253,21 @@ def write_report(
     stat: str = "mean",
     factor: float = 2.0,
     settings: Mapping[str, Any] | None = None,
+    *,
+    factors: Sequence[float] = DEFAULT_FACTORS,
+    absolute: Sequence[float] = DEFAULT_ABSOLUTE,
+    reference: str = "autellix",
 ) -> list[Path]:
-    """``bench.json`` (every run + the throughput figure), ``bench.md`` and one PNG per workload."""
+    """``bench.json`` (every run, the throughput figure and the ladder), ``bench.md`` and one PNG
+    per workload."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = throughput_at_latency(rows, stat, factor)
+    ladder = throughput_ladder(rows, stat, factors, absolute, reference)
     paths = [out_dir / "bench.json", out_dir / "bench.md"]
-    paths[0].write_text(
-        json.dumps({"settings": settings or {}, "throughput": figure, "runs": list(rows)}, indent=2)
-    )
+    document = {"settings": settings or {}, "throughput": figure, "ladder": ladder, "runs": list(rows)}
+    paths[0].write_text(json.dumps(document, indent=2))
     lines = ["# Simulated sweep", "", format_table(rows, markdown=True), ""]
+    lines += [f"## Throughput at equal {stat} latency (sustained programs/s)", "", format_ladder(ladder), ""]
     for workload, fig in figure.items():
         lines.append(
             f"- **{workload}**: {stat} latency bound {fig['bound']:.4f} s/token; sustained rate "

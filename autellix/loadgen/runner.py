@@ -2,7 +2,7 @@
 
 The IO twin of the discrete-event simulation (simulator/cluster.py): the same :class:`ProgramSpec` s run
 as real HTTP traffic against the proxy, a sidecar, a bare engine or any OpenAI-compatible server, and
-the same records (loadgen/metrics.py) are filled, so live and simulated figures mean the same thing.
+the same records (autellix/records.py) are filled, so live and simulated figures mean the same thing.
 
 Theory of operation
 -------------------
@@ -47,8 +47,8 @@ from typing import Any
 import aiohttp
 
 from autellix.loadgen import wire
-from autellix.loadgen.metrics import CallRecord, Distribution, MetricsSummary, ProgramRecord, summarize
 from autellix.loadgen.program import CallSpec, ProgramSpec, call_messages
+from autellix.records import CallRecord, Distribution, MetricsSummary, ProgramRecord, summarize
 
 __all__ = [
     "CallError",

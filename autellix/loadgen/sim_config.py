@@ -16,9 +16,9 @@ class ClusterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTELLIX_", extra="forbid")
 
     system: list[str] = Field(
-        default_factory=lambda: ["vllm", "vllm-opt", "mlfq", "autellix"],
-        description="system preset to run: vllm, vllm-opt, mlfq, autellix, srpt, mlfq-engine, "
-        "autellix-engine, srpt-engine",
+        default_factory=lambda: ["vllm", "vllm-opt", "mlfq", "autellix-las", "autellix"],
+        description="system preset to run: vllm, vllm-opt, mlfq, autellix, autellix-resume, autellix-fifo, "
+        "autellix-las, autellix-kv, continuum, srpt, srpt-ws, mlfq-engine, autellix-engine, srpt-engine",
     )
     router: str | None = Field(None, description="override the presets' router (multi-engine runs)")
     engines: int = Field(1, ge=1, le=64, description="number of engines")
@@ -58,5 +58,15 @@ class BenchSettings(ClusterSettings):
         2.0, gt=1.0, description="throughput at equal latency: the latency bound is this x the lowest one"
     )
     latency_stat: Literal["mean", "p95", "p99"] = Field("mean", description="latency statistic bounded")
+    bound_factor: list[float] = Field(
+        default_factory=lambda: [2.0, 5.0, 10.0],
+        description="the ladder's relative latency bounds: these x the unloaded latency",
+    )
+    bound_absolute: list[float] = Field(
+        default_factory=lambda: [0.1, 0.25, 0.5], description="the ladder's absolute latency bounds, s/token"
+    )
+    reference: str = Field(
+        "autellix", description="the system whose throughput the ladder divides by others'"
+    )
     out_dir: str = Field("results/bench", description="where to write JSON, markdown and PNG plots")
     progress: bool = Field(True, description="show a progress bar")

@@ -182,7 +182,14 @@ def run_bench(settings: BenchSettings) -> int:
             except ValueError as exc:
                 raise SettingsError(str(exc)) from exc
     paths = write_report(
-        rows, Path(settings.out_dir), settings.latency_stat, settings.latency_factor, settings.model_dump()
+        rows,
+        Path(settings.out_dir),
+        settings.latency_stat,
+        settings.latency_factor,
+        settings.model_dump(),
+        factors=settings.bound_factor,
+        absolute=settings.bound_absolute,
+        reference=settings.reference,
     )
     for path in paths:
         print(f"wrote {path}")

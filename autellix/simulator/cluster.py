@@ -17,18 +17,27 @@ engine step ends. Idle stretches cost nothing: engines step only while they hold
    may redirect to the pin and returns the priority context), then hand the call to the chosen
    engine's shell by the preset's mode:
    - ``passthrough``: straight into the engine (vLLM baselines, no queue of ours);
-   - ``sidecar``: into the local queue, admitted into the unmodified engine by :meth:`_pump` while the
-     admission window has room (rule 4);
+   - ``sidecar``: into that engine's :class:`SidecarScheduler` (engine_adapters/scheduler.py), the
+     very object the live sidecar runs, which admits into the unmodified engine (rule 4);
    - ``engine``: into the local queue, which forms the engine's batch itself (rule 5).
-3. A step starts at ``t`` with everything already added (same-time arrivals and the children of calls
-   that finished at ``t`` included, since their events were pushed first); its outputs are applied at
-   ``t + duration``, when the next step is scheduled. Quiet stepping: only first tokens and finishes.
-4. Sidecar admission window: admit (queue order, stop at the first misfit) while the calls in flight
-   on that engine stay below ``max_num_seqs + overprovision`` (or ``max_in_flight``), the engine's last
-   step left at most ``overprovision`` requests waiting inside it (no internal backlog, which the
-   engine would order FCFS), and the prompt tokens admitted since its last step fit in its free KV
-   blocks (``kv_guard``). An empty engine always takes the first call, so nothing can block forever.
-5. Engine-integrated mode (the paper's modified vLLM, Autellix §5): every ``schedule_interval`` steps,
+3. Events of one virtual instant are handled in three phases: every arrival, completion, probe and
+   tick first; then the sidecars' admission decisions (one ``select`` per engine that had an event);
+   then the engine steps that start at that instant. So a step starting at ``t`` sees everything
+   added at ``t`` (same-time arrivals and the children of calls that finished at ``t`` included),
+   and a sidecar weighs all calls of an instant together, as the engine-integrated scheduler does.
+   A step's outputs are applied at ``t + duration``, when the next step is scheduled. Quiet
+   stepping: only first tokens and finishes.
+4. Sidecar mode drives the scheduler with the live sidecar's events, in virtual time: a call arrives
+   (``enter``), a call completes (``leave`` with what the engine reported), a load probe every
+   ``probe_interval`` (``observe``: the engine's running and waiting counts, KV usage and capacity, as
+   its ``/metrics`` would say them) and a tick every ``tick_interval`` (``tick``: service charging,
+   promotions, gate expiry); after each, ``select`` says which calls enter the engine. Timers run on
+   a fixed phase (multiples of their interval) while the engine or its scheduler holds work, so an
+   idle engine costs no events.
+5. Sidecar abort-and-resume (presets with ``preempt``): at the decision after each tick the scheduler
+   may name a running call to stop; it is aborted in the engine and resumed as below when the
+   scheduler admits it again.
+6. Engine-integrated mode (the paper's modified vLLM, Autellix §5): every ``schedule_interval`` steps,
    and at any step after an arrival or a completion, running calls are charged the engine time since
    their last charge (quantum demotion), then ``schedule_batch`` ranks running and waiting calls
    together; a call fits while the batch stays within ``max_num_seqs`` and its reserved KV (prompt +
@@ -36,11 +45,15 @@ engine step ends. Idle stretches cost nothing: engines step only while they hold
    choice is imposed from outside: victims are aborted (abort-and-resume, reference.md §6: the full
    blocks they computed stay in the prefix cache) and re-added later as a new request whose prompt is
    the original prompt + the tokens generated so far, asking only for the rest of the output.
-6. Measurements, as a sidecar takes them: queue wait = admission - arrival at the proxy (summed over
-   waiting spells), exec time = engine time from admission to completion (summed over spells). On
-   completion the table gets ``finish_call`` (service for PLAS/ATLAS), the queue ``finish``, and the
-   children are released. A program ends with its last call; its table entry is then dropped.
-7. Priority context: ``autellix`` places chains by the PLAS sum and DAGs by the ATLAS critical path;
+7. Measurements. The call record's queue wait is everything before the engine first scheduled the
+   call, in our queue and in the engine's own (summed over spells), so the ``vllm`` presets, whose
+   calls wait inside the engine, count their wait too; its exec time is from that first scheduling to
+   completion. What the program table is told (service for PLAS/ATLAS) is what the live sidecar
+   measures: admission to completion (the simulated engine reports no queue time of its own), and in
+   ``passthrough`` mode, where no sidecar measures anything, the engine's own scheduling to completion.
+   On completion the children are released; a program ends with its last call and its table entry is
+   then dropped.
+8. Priority context: ``autellix`` places chains by the PLAS sum and DAGs by the ATLAS critical path;
    ``plas``/``atlas`` use one measure for all; ``srpt`` gets the program's remaining work (remaining
    output tokens x a batch-1 decode step + prompt tokens x the per-token prefill cost), clairvoyantly.
 """
@@ -48,14 +61,18 @@ engine step ends. Idle stretches cost nothing: engines step only while they hold
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from autellix.engine_adapters.scheduling import QueuedCall, QueuePolicy, get_policy
-from autellix.loadgen.metrics import CallRecord, EngineRecord, MetricsSummary, ProgramRecord, summarize
+from autellix.engine_adapters.admission import AdmissionWindow, EngineLoad, WindowParams
+from autellix.engine_adapters.scheduler import CallTokens, CallUsage, SidecarScheduler
+from autellix.engine_adapters.scheduling import Admission, QueuedCall, QueuePolicy, get_policy
+from autellix.engine_adapters.scheduling.working_set import WorkingSetGate
 from autellix.loadgen.program import CallSpec, ProgramSpec
 from autellix.proxy.programs import CallFinish, CallStart, MemoryProgramTable
 from autellix.proxy.routing import EngineView, RouteRequest, get_router
+from autellix.records import CallRecord, EngineRecord, MetricsSummary, ProgramRecord, summarize
 from autellix.simulator.cluster_prompts import ProgramPrompts, TokenCache
 from autellix.simulator.cluster_systems import SystemPreset
 from autellix.simulator.engine import EngineConfig, SimEngine, SimRequest, StepResult
@@ -64,7 +81,10 @@ from autellix.simulator.tokenizer import generated_token_stream, stream_token_id
 
 __all__ = ["ClusterConfig", "SimulationResult", "simulate"]
 
-_ARRIVE, _READY, _START, _END = 0, 1, 2, 3
+_ARRIVE, _READY, _START, _END, _PROBE, _TICK, _PUMP = 0, 1, 2, 3, 4, 5, 6
+# Within one virtual instant: every event first, then the sidecars' admission decisions, then the
+# engine steps that start then (rule 3).
+_PHASE = {_PUMP: 1, _START: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +98,11 @@ class ClusterConfig:
     num_gpu_blocks: int | None = None
     max_model_len: int = 131072  # Llama-3.1 context length
     overprovision: int = 2  # sidecar: calls waiting inside the engine behind a full batch
-    max_in_flight: int | None = None  # sidecar window; None: max_num_seqs + overprovision
-    kv_guard: bool = True  # sidecar: admit only prompts that fit in the engine's free KV
+    max_in_flight: int | None = None  # sidecar window's bound; None: max_num_seqs + overprovision
+    window_mode: str = "adaptive"  # sidecar window: "adaptive" (as live) or "fixed" (always the bound)
+    initial_window: int = 8
+    probe_interval: float = 0.1  # sidecar load probes, virtual seconds (the live default)
+    tick_interval: float = 0.05  # sidecar timer ticks, virtual seconds (the live default)
     schedule_interval: int = 20  # engine mode: steps between preempting rounds (the paper's N)
     seed: int = 0  # generated token ids
     max_time: float | None = None  # stop the clock here (programs not done count as incomplete)
@@ -93,6 +116,15 @@ class ClusterConfig:
             enable_prefix_caching=caching,
             policy="priority" if priority else "fcfs",
             seed=self.seed,
+        )
+
+    def window_params(self, max_num_seqs: int) -> WindowParams:
+        bound = self.max_in_flight or max_num_seqs + self.overprovision
+        return WindowParams(
+            initial=min(self.initial_window, bound),
+            maximum=bound,
+            overprovision=self.overprovision,
+            adaptive=self.window_mode == "adaptive",
         )
 
 
@@ -135,6 +167,9 @@ class _Call:
     queue_wait: float = 0.0
     generated: int = 0  # tokens generated by earlier spells
     first_token: float = -1.0
+    scheduled: float = -1.0  # first scheduled by the engine (its first spell)
+    spell_scheduled: bool = False  # the current spell has been scheduled by the engine
+    engine_wait: float = 0.0  # time inside the engine's queue, summed over spells
     cached: int = -1
     preemptions: int = 0
     priority: int = 0
@@ -144,18 +179,25 @@ class _Call:
 class _Engine:
     engine_id: str
     engine: SimEngine
-    queue: QueuePolicy | None
-    waiting: dict[str, _Call] = field(default_factory=dict)  # in our queue, by call id
+    queue: QueuePolicy | None  # engine mode: the queue that forms the batch
+    scheduler: SidecarScheduler | None  # sidecar mode: the live sidecar's admission core
+    waiting: dict[str, _Call] = field(default_factory=dict)  # in our queue (or at the gate), by call id
     running: dict[str, _Call] = field(default_factory=dict)  # in the engine, by call id
     requests: dict[str, _Call] = field(default_factory=dict)  # in the engine, by request id
     busy: bool = False  # a step is pending or running
+    timers: bool = False  # sidecar probe and tick events are scheduled
+    pump_queued: bool = False  # a sidecar admission decision is due at the end of this instant
+    preempt_due: bool = False  # a tick passed: the decision may stop a call (abort-and-resume)
     in_flight: int = 0
     last_running: int = 0
     last_waiting: int = 0
-    admitted_tokens: int = 0  # prompt tokens admitted since the last step started
-    admitted_calls: int = 0
     steps_since_round: int = 0
     dirty: bool = True
+
+    def resident(self) -> float | None:
+        """The working-set gate's resident share of the cache, as the sidecar reports it."""
+        gate = self.scheduler.gate if self.scheduler is not None else None
+        return gate.resident_fraction() if gate is not None else None
 
 
 class _Cluster:
@@ -171,21 +213,16 @@ class _Cluster:
         self.max_seqs = ecfg.max_num_seqs
         self.kv_tokens = ecfg.num_gpu_blocks * ecfg.block_size
         self.block_size = ecfg.block_size
-        self.window = config.max_in_flight or ecfg.max_num_seqs + config.overprovision
-        queue_name = "plas" if system.queue == "autellix" else system.queue
+        if config.probe_interval <= 0 or config.tick_interval <= 0:
+            raise ValueError("probe_interval and tick_interval must be > 0")
         self.engines = [
-            _Engine(
-                f"engine-{i}",
-                SimEngine(ecfg, self.profile),
-                None if system.mode == "passthrough" else get_policy(queue_name, system.queue_params),
-            )
-            for i in range(config.num_engines)
+            self._engine(f"engine-{i}", SimEngine(ecfg, self.profile)) for i in range(config.num_engines)
         ]
         self.by_id = {e.engine_id: e for e in self.engines}
         self.router = get_router(system.router)
         self.table = MemoryProgramTable()
         self.tokens = tokens if tokens is not None else TokenCache()
-        self.heap: list[tuple[float, int, int, object]] = []
+        self.heap: list[tuple[float, int, int, int, object]] = []
         self.seq = 0
         self.now = 0.0
         self.events = 0
@@ -194,11 +231,24 @@ class _Cluster:
         self.decode_cost = self.profile.step_time_s(StepShape(1, 1, 1000))
         self.prefill_cost = self.profile.b / 1000.0 if self.profile.fixed_step_s is None else 0.0
 
+    def _engine(self, engine_id: str, engine: SimEngine) -> _Engine:
+        system = self.system
+        if system.mode == "passthrough":
+            return _Engine(engine_id, engine, None, None)
+        queue_name = "plas" if system.queue == "autellix" else system.queue
+        queue = get_policy(queue_name, system.queue_params)
+        if system.mode == "engine":
+            return _Engine(engine_id, engine, queue, None)
+        gate = None if system.working_set is None else WorkingSetGate(system.working_set)
+        window = AdmissionWindow(self.config.window_params(self.max_seqs))
+        scheduler = SidecarScheduler(queue, window, gate, kv_budget=system.kv_budget, preempt=system.preempt)
+        return _Engine(engine_id, engine, None, scheduler)
+
     # -- the event loop --------------------------------------------------------------------------
 
     def push(self, time: float, kind: int, payload: object) -> None:
         self.seq += 1
-        heapq.heappush(self.heap, (time, self.seq, kind, payload))
+        heapq.heappush(self.heap, (time, _PHASE.get(kind, 0), self.seq, kind, payload))
 
     def run(self, programs: Sequence[ProgramSpec]) -> list[_Program]:
         states: list[_Program] = []
@@ -220,7 +270,7 @@ class _Cluster:
         limit = self.config.max_time
         heap = self.heap
         while heap:
-            time, _, kind, payload = heapq.heappop(heap)
+            time, _, _, kind, payload = heapq.heappop(heap)
             if limit is not None and time > limit:
                 break
             self.now = time
@@ -234,6 +284,15 @@ class _Cluster:
             elif kind == _READY:
                 assert isinstance(payload, _Call)
                 self.issue(payload)
+            elif kind == _PROBE:
+                assert isinstance(payload, _Engine)
+                self.probe(payload)
+            elif kind == _TICK:
+                assert isinstance(payload, _Engine)
+                self.tick(payload)
+            elif kind == _PUMP:
+                assert isinstance(payload, _Engine)
+                self.pump(payload)
             else:
                 assert isinstance(payload, _Program)
                 for index in payload.spec.roots():
@@ -255,7 +314,15 @@ class _Cluster:
         state = table.get(pid)
         loads = table.engine_loads()
         views = [
-            EngineView(e.engine_id, True, loads.get(e.engine_id, 0), e.last_waiting, e.last_running)
+            EngineView(
+                e.engine_id,
+                True,
+                loads.get(e.engine_id, 0),
+                e.last_waiting,
+                e.last_running,
+                None,
+                e.resident(),
+            )
             for e in self.engines
         ]
         thread = str(call.spec.thread)
@@ -268,54 +335,120 @@ class _Cluster:
         )
         eng = self.by_id[started.engine_id]
         call.waiting_since = now
-        queue = eng.queue
-        if queue is None:
+        if eng.queue is None and eng.scheduler is None:
             self.admit(eng, call, 0)
             self.wake(eng)
             return
         kind = self.system.queue
         use_atlas = kind == "atlas" or (kind == "autellix" and not call.program.is_chain)
+        service = started.service_atlas if use_atlas else started.service_plas
         remaining = None
         if kind == "srpt":
             remaining = (
                 call.program.remaining_output * self.decode_cost + len(call.prompt) * self.prefill_cost
             )
-        queue.add(
-            QueuedCall(
-                call.call_id,
-                pid,
-                thread,
-                now,
-                started.service_atlas if use_atlas else started.service_plas,
-                started.program_wait,
-                len(call.prompt) + call.spec.output_tokens,
-                remaining,
-            ),
+            service = remaining  # what a working-set gate ranks programs by under srpt
+        queued = QueuedCall(
+            call.call_id,
+            pid,
+            thread,
             now,
+            service,
+            started.program_wait,
+            len(call.prompt) + call.spec.output_tokens,
+            remaining,
         )
         eng.waiting[call.call_id] = call
-        eng.dirty = True
-        if self.system.mode == "sidecar":
-            self.pump(eng)
+        if eng.scheduler is not None:
+            tokens = CallTokens(len(call.prompt), call.spec.output_tokens)
+            eng.scheduler.enter(queued, now, tokens, resumable=True)
+            self.start_timers(eng)
+            self.pump_soon(eng)
+        else:
+            assert eng.queue is not None
+            eng.queue.add(queued, now)
+            eng.dirty = True
         self.wake(eng)
 
     # -- the shells ----------------------------------------------------------------------------------
 
+    def pump_soon(self, eng: _Engine) -> None:
+        """Ask for the sidecar's admission decision at the end of this instant (once)."""
+        if not eng.pump_queued:
+            eng.pump_queued = True
+            self.push(self.now, _PUMP, eng)
+
     def pump(self, eng: _Engine) -> None:
-        """Sidecar rule 4: admit from the local queue while the window has room."""
-        queue = eng.queue
-        assert queue is not None
-        room = self.window - eng.in_flight
-        if room <= 0 or eng.last_waiting > self.config.overprovision:
+        """Sidecar rule 4: whatever the scheduler admits now enters the engine."""
+        scheduler = eng.scheduler
+        assert scheduler is not None
+        eng.pump_queued = False
+        self.admit_all(eng, scheduler.select(self.now))
+        if eng.preempt_due:
+            eng.preempt_due = False
+            self.stop_for_better(eng, scheduler)
+        self.wake(eng)
+
+    def stop_for_better(self, eng: _Engine, scheduler: SidecarScheduler) -> None:
+        """Abort-and-resume (scheduler.py rule 5): stop what the scheduler says, admit what it frees."""
+        if scheduler.queue.best_waiting(self.now) is None:
             return
-        size: int | None = None
-        if self.config.kv_guard and eng.in_flight > 0:
-            free = eng.engine.kv_cache.num_free_blocks * self.block_size - eng.admitted_tokens
-            size = max(free, 0)
-        budget = _Budget(room, size, force_first=eng.in_flight == 0)
-        for admission in queue.select_admissions(self.now, budget):
-            call = eng.waiting.pop(admission.call_id)
-            self.admit(eng, call, admission.level)
+        for call in eng.running.values():
+            state = eng.engine.request_state(call.rid)
+            scheduler.progress(call.call_id, call.generated + (state.num_generated if state else 0))
+        stopped = scheduler.preempt(self.now)
+        if not stopped:
+            return
+        for preemption in stopped:
+            self.preempt(eng, preemption.call_id)
+        self.admit_all(eng, scheduler.select(self.now))
+
+    def admit_all(self, eng: _Engine, admissions: Sequence[Admission]) -> None:
+        for admission in admissions:
+            self.admit(eng, eng.waiting.pop(admission.call_id), admission.level)
+
+    def start_timers(self, eng: _Engine) -> None:
+        """Probe and tick on their fixed phase from the next multiple of the interval on."""
+        if eng.timers:
+            return
+        eng.timers = True
+        config = self.config
+        for kind, interval in ((_PROBE, config.probe_interval), (_TICK, config.tick_interval)):
+            self.push(math.floor(self.now / interval + 1.0) * interval, kind, eng)
+
+    def _timer_again(self, eng: _Engine, kind: int, interval: float) -> None:
+        scheduler = eng.scheduler
+        assert scheduler is not None
+        if scheduler.in_flight or scheduler.waiting or eng.engine.has_unfinished_requests():
+            self.push(self.now + interval, kind, eng)
+        elif kind == _PROBE:
+            eng.timers = False  # the tick stops at its next firing too (see tick)
+
+    def probe(self, eng: _Engine) -> None:
+        """What the engine's /metrics says now, as the live sidecar's load probe reads it."""
+        scheduler = eng.scheduler
+        assert scheduler is not None
+        stats = eng.engine.stats
+        load = EngineLoad(
+            stats.num_running,
+            stats.num_waiting,
+            stats.kv_cache_usage,
+            float(stats.num_preemptions),
+            self.kv_tokens,
+        )
+        scheduler.observe(load, self.now)
+        self.pump_soon(eng)
+        self._timer_again(eng, _PROBE, self.config.probe_interval)
+
+    def tick(self, eng: _Engine) -> None:
+        scheduler = eng.scheduler
+        assert scheduler is not None
+        if not eng.timers:
+            return  # idle since the last probe: the timers stopped
+        scheduler.tick(self.now)
+        eng.preempt_due = scheduler.preempt_params is not None
+        self.pump_soon(eng)
+        self.push(self.now + self.config.tick_interval, _TICK, eng)
 
     def admit(self, eng: _Engine, call: _Call, level: int) -> None:
         now = self.now
@@ -324,6 +457,7 @@ class _Cluster:
             call.admitted = now
         call.queue_wait += now - call.waiting_since
         call.spell_start = now
+        call.spell_scheduled = False
         call.rid = call.call_id if call.spells == 1 else f"{call.call_id}~{call.spells}"
         prompt = call.prompt
         if call.generated:
@@ -342,8 +476,6 @@ class _Cluster:
         eng.requests[call.rid] = call
         eng.running[call.call_id] = call
         eng.in_flight += 1
-        eng.admitted_tokens += len(prompt) + call.spec.output_tokens - call.generated
-        eng.admitted_calls += 1
 
     def wake(self, eng: _Engine) -> None:
         if not eng.busy:
@@ -357,8 +489,6 @@ class _Cluster:
                 self.schedule_round(eng)
             elif eng.dirty:
                 self.fill_round(eng)
-        eng.admitted_tokens = 0
-        eng.admitted_calls = 0
         result = eng.engine.step(self.now, quiet=True)
         if result.duration <= 0.0 and not result.outputs:
             eng.busy = False  # nothing can run (nothing left, or nothing fits): wait for an event
@@ -416,14 +546,17 @@ class _Cluster:
             call = eng.requests[out.request_id]
             if call.first_token < 0:
                 call.first_token = now
+            if not call.spell_scheduled and out.first_scheduled_time is not None:
+                call.spell_scheduled = True  # the spell's first output: the engine's wait for it is known
+                call.engine_wait += max(0.0, out.first_scheduled_time - call.spell_start)
+                if call.scheduled < 0:
+                    call.scheduled = out.first_scheduled_time
             if call.cached < 0:
                 call.cached = out.num_cached_tokens
             if out.finished:
                 del eng.requests[out.request_id]
                 del eng.running[call.call_id]
                 self.complete(eng, call)
-        if eng.queue is not None and self.system.mode == "sidecar":
-            self.pump(eng)
         eng.busy = False
         if eng.engine.has_unfinished_requests() or (eng.queue is not None and len(eng.queue) > 0):
             self.wake(eng)
@@ -435,18 +568,23 @@ class _Cluster:
         call.exec_time += now - call.spell_start
         eng.in_flight -= 1
         eng.dirty = True
-        if eng.queue is not None:
-            if self.system.mode == "sidecar":
-                eng.queue.record_service(call.call_id, call.exec_time, now)
-            eng.queue.finish(call.call_id, now)
         program = call.program
         spec = call.spec
+        engine_time = call.exec_time - call.engine_wait  # from the engine's first scheduling on
+        measured = engine_time  # what the table is told (rule 6)
+        if eng.scheduler is not None:
+            measured = call.exec_time
+            usage = CallUsage(measured, len(call.prompt), spec.output_tokens, max(call.cached, 0))
+            eng.scheduler.leave(call.call_id, now, True, usage)
+            self.pump_soon(eng)
+        elif eng.queue is not None:
+            eng.queue.finish(call.call_id, now)
         self.table.finish_call(
             CallFinish(
                 program.spec.program_id,
                 call.call_id,
-                call.exec_time,
-                call.queue_wait,
+                measured,
+                call.queue_wait + call.engine_wait,
                 len(call.prompt),
                 call.cached,
                 spec.output_tokens,
@@ -462,8 +600,8 @@ class _Cluster:
                 call.admitted,
                 call.first_token,
                 now,
-                call.exec_time,
-                call.queue_wait,
+                engine_time,
+                call.queue_wait + call.engine_wait,
                 len(call.prompt),
                 call.cached,
                 spec.output_tokens,

@@ -19,9 +19,9 @@ from autellix.launch import ServiceGroup, autellix_command, free_port, service, 
 from autellix.loadgen import wire
 from autellix.loadgen.arrivals import make_workload
 from autellix.loadgen.live_config import workload_params
-from autellix.loadgen.metrics import CallRecord
 from autellix.loadgen.program import CallSpec, Message, ProgramSpec
 from autellix.loadgen.runner import LiveOptions, LiveRunResult, run_programs
+from autellix.records import CallRecord
 from tests.integration.conftest import SimEngineFactory, metric_value
 
 pytestmark = pytest.mark.integration

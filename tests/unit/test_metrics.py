@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autellix.loadgen.metrics import (
+from autellix.records import (
     CallRecord,
     Distribution,
     EngineRecord,

@@ -24,7 +24,7 @@ ALL_ROUTERS = router_names()
 
 def test_the_expected_routers_are_registered() -> None:
     expected = {"autellix", "least_used", "power_of_two", "prefix_affinity", "random", "round_robin"}
-    assert expected | {"session_affinity", "weighted"} == set(ALL_ROUTERS)
+    assert expected | {"residency", "session_affinity", "weighted"} == set(ALL_ROUTERS)
 
 
 def workload(seed: int, steps: int = 60) -> list[tuple[RouteRequest, list[EngineView]]]:

@@ -151,7 +151,7 @@ def test_yaml_parameters_become_params() -> None:
         ("plas", [("beta", 1)], "must be a mapping"),
         ("plas", {"boundaries": 3}, "must be a list"),
         ("plas", {"beta": True}, "must be a number"),
-        ("nope", None, "unknown queue policy 'nope'; known: atlas, fcfs, mlfq, plas, srpt"),
+        ("nope", None, "unknown queue policy 'nope'; known: atlas, fcfs, mlfq, plas, program-fcfs, srpt"),
     ],
 )
 def test_bad_policy_requests_are_clear_value_errors(name: str, params: object, message: str) -> None:

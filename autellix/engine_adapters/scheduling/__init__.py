@@ -1,11 +1,12 @@
 """Local queue policies of the sidecar and the simulation (Autellix §4; DESIGN.md §1-§2).
 
 Pure code: time comes in as ``now``; no IO, no clock, no threads. Use :func:`get_policy` to build a
-policy by name (``fcfs``, ``mlfq``, ``plas``, ``atlas``, ``srpt``) with parameters from YAML or a dict.
+policy by name (``fcfs``, ``mlfq``, ``plas``, ``atlas``, ``srpt``, ``program-fcfs``) with parameters
+from YAML or a dict.
 Importing this package registers every policy module below.
 """
 
-from . import atlas, fcfs, mlfq, plas, srpt
+from . import atlas, fcfs, mlfq, plas, program_fcfs, srpt
 from .base import OrderKey, QueuePolicy
 from .calls import (
     Admission,
@@ -25,6 +26,7 @@ AtlasQueue = atlas.AtlasQueue
 FcfsQueue = fcfs.FcfsQueue
 MlfqQueue = mlfq.MlfqQueue
 PlasQueue = plas.PlasQueue
+ProgramFcfsQueue = program_fcfs.ProgramFcfsQueue
 SrptQueue = srpt.SrptQueue
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "MultiLevelQueue",
     "OrderKey",
     "PlasQueue",
+    "ProgramFcfsQueue",
     "Promotion",
     "QueueEvents",
     "QueuePolicy",

@@ -239,6 +239,12 @@ class QueuePolicy(ABC):
         """Waiting call ids best first (sorts: for inspection and tests, not for the hot path)."""
         return tuple(c.call_id for c in sorted(self._waiting.values(), key=self.order_key))
 
+    def best_waiting(self, now: float) -> QueuedCall | None:
+        """The waiting call the next admission would take (due promotions applied first)."""
+        self._advance(now)
+        self._promote_due(now)
+        return self._peek_waiting()
+
     def running_ids(self) -> tuple[str, ...]:
         """Running call ids best first."""
         return tuple(c.call_id for c in sorted(self._running.values(), key=self.order_key))

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (imported to register the policies)
     power_of_two,
     prefix_affinity,
     random_pick,
+    residency,
     round_robin,
     session_affinity,
     weighted,
@@ -25,6 +26,7 @@ from .prefix_affinity import PrefixAffinityRouter
 from .prefix_index import PrefixIndex
 from .random_pick import RandomRouter
 from .registry import RouterConfig, build_params, get_router, register_router, router_class, router_names
+from .residency import ResidencyRouter
 from .round_robin import RoundRobinRouter
 from .session_affinity import SessionAffinityRouter
 from .weighted import WeightedRouter
@@ -39,6 +41,7 @@ __all__ = [
     "PrefixAffinityRouter",
     "PrefixIndex",
     "RandomRouter",
+    "ResidencyRouter",
     "RoundRobinRouter",
     "RouteDecision",
     "RouteRequest",

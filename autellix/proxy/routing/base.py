@@ -40,6 +40,7 @@ class EngineView:
     waiting: int | None = None  # engine-reported queue length (e.g. vllm:num_requests_waiting)
     running: int | None = None
     kv_usage: float | None = None  # fraction of KV cache in use, 0..1
+    resident: float | None = None  # the sidecar's working set: resident programs' KV / cache (may pass 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,16 @@ def least_load(candidates: Sequence[EngineView]) -> list[float]:
     return lower_is_better([engine.outstanding for engine in candidates])
 
 
+def least_resident(candidates: Sequence[EngineView], weight: float = 1.0) -> list[float]:
+    """Scorer ``load`` with the working set: outstanding calls normalised by the fleet's largest count,
+    plus ``weight`` x the resident share of the KV cache each sidecar reports (unreported counts as
+    0); the lowest sum scores 1."""
+    most = max((engine.outstanding for engine in candidates), default=0) or 1
+    return lower_is_better(
+        [engine.outstanding / most + weight * (engine.resident or 0.0) for engine in candidates]
+    )
+
+
 def fewest_waiting(candidates: Sequence[EngineView]) -> list[float]:
     """Scorer ``waiting``: the engine-reported queue length; an engine that reports none counts as 0."""
     return lower_is_better([engine.waiting or 0 for engine in candidates])

@@ -1,5 +1,8 @@
 """Program-level metrics, shared by the discrete-event simulation and the live load generator.
 
+It lives at the package top so that neither runner depends on the other: the simulation
+(simulator/cluster.py) and the load generator (loadgen/runner.py) both import it.
+
 The paper's metric (arXiv 2502.13965 §6, reference.md §2) is the *program-level token latency*: a
 program's response time divided by the tokens it generated, in seconds per token, averaged (and
 P95/P99) over programs. Both runners fill the same plain records and call :func:`summarize`, so a
@@ -10,7 +13,8 @@ Definitions
 1. Program response time = completion of its last call - the program's arrival. For a DAG this is the
    critical path as it was realised (tool delays and queueing included), not the sum of its calls.
 2. Program token latency = response time / output tokens of all its calls (s/token).
-3. Per call: queue wait = admission into the engine - arrival at the proxy (time in our queue);
+3. Per call: queue wait = first scheduling by the engine - arrival at the proxy (our queue and the
+   engine's own, all waiting spells; the live runner has only what the sidecar reports);
    TTFT = first token - arrival; e2e = completion - arrival; exec = the engine time the sidecar
    measures (completion - admission, summed over spells when a call was preempted and resumed).
 4. Prefix-cache hit rate = cached prompt tokens / prompt tokens over calls (first admissions).
