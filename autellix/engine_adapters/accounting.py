@@ -100,21 +100,44 @@ def requested_output_tokens(body: Mapping[str, object]) -> int | None:
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with BPE tokenizers
 
 
-def estimate_input_tokens(body: Mapping[str, object]) -> int:
-    """A cheap prompt-length estimate when the proxy sent none: characters / 4, token ids counted."""
+def _content_chars(content: object) -> int:
+    """A message's or input item's text: a string, or a list of parts (``{"text": ...}``) or strings."""
+    if isinstance(content, str):
+        return len(content)
+    if not isinstance(content, list):
+        return 0
     chars = 0
+    for part in content:
+        if isinstance(part, str):
+            chars += len(part)
+        elif isinstance(part, Mapping):
+            text = part.get("text")
+            chars += len(text) if isinstance(text, str) else _content_chars(part.get("content"))
+    return chars
+
+
+def estimate_input_tokens(body: Mapping[str, object]) -> int:
+    """A cheap prompt-length estimate when the proxy sent none: characters / 4, token ids counted.
+
+    Chat and Messages ``messages`` (and Messages' ``system``), Responses ``input`` and ``instructions``
+    (a chained call's stored history is the engine's, not in the body: the proxy's estimate counts it
+    no better), completions ``prompt``."""
+    chars = _content_chars(body.get("system")) + _content_chars(body.get("instructions"))
     tokens = 0
     messages = body.get("messages")
     if isinstance(messages, list):
         for message in messages:
-            content = message.get("content") if isinstance(message, Mapping) else None
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                for part in content:
-                    text = part.get("text") if isinstance(part, Mapping) else None
-                    if isinstance(text, str):
-                        chars += len(text)
+            chars += _content_chars(message.get("content")) if isinstance(message, Mapping) else 0
+    items = body.get("input")
+    if isinstance(items, str):
+        chars += len(items)
+    elif isinstance(items, list):
+        for item in items:
+            if isinstance(item, Mapping):
+                chars += _content_chars(item.get("content"))
+                chars += sum(len(v) for k in ("output", "arguments") if isinstance(v := item.get(k), str))
+            elif isinstance(item, str):
+                chars += len(item)
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         chars += len(prompt)

@@ -64,6 +64,22 @@ def test_aborted_call_still_reports_the_engine_time_it_used() -> None:
         ({"prompt": [[1, 2], [3]]}, 3),
         ({}, 1),
         ({"messages": "nonsense", "prompt": 7}, 1),
+        # Messages: the system prompt (a string or text blocks) counts beside the messages
+        ({"system": "s" * 8, "messages": [{"role": "user", "content": "u" * 8}]}, 4),
+        ({"system": [{"type": "text", "text": "s" * 12}], "messages": []}, 3),
+        # Responses: input as a string or as items (messages, function call outputs), instructions
+        ({"input": "i" * 20, "instructions": "n" * 4}, 6),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_text", "text": "a" * 8}]},
+                    {"type": "function_call_output", "call_id": "c", "output": "b" * 8},
+                    {"role": "assistant", "content": "c" * 4},
+                ]
+            },
+            5,
+        ),
+        ({"input": 3, "instructions": ["x"]}, 1),
     ],
 )
 def test_input_token_estimate(body: dict[str, object], expected: int) -> None:
