@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.auth import KeyRing, forwards_client_authorization, read_key_file, requires_key
@@ -57,6 +57,7 @@ from autellix.engine_adapters.protocol import CallContext, ProtocolError, decode
 from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough_get
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
+from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.proxy.errors import unauthorized
 from autellix.serving import reload_keys, run_service, serve_app
 
@@ -202,6 +203,8 @@ async def _errors(
             raise
         kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
         return error_response(SidecarError(exc.reason, status=exc.status, error_type=kind))
+    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+        return error_response(SidecarError(f"Malformed request body: {type(exc).__name__}."))
     except ConnectionResetError:
         raise  # the client is gone: nobody to answer
     except Exception:  # a bug of ours: still answer in the API's error shape, and keep serving
@@ -243,9 +246,9 @@ async def _generate(
     sidecar = request.app[SIDECAR]
     raw = await request.read()
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SidecarError(f"Request body is not valid JSON: {exc}") from exc
+        body = parse_json(raw)
+    except JsonBodyError as exc:
+        raise SidecarError(str(exc)) from None
     if not isinstance(body, dict):
         raise SidecarError("Request body must be a JSON object")
     try:
@@ -349,6 +352,12 @@ def create_app(settings: SidecarSettings) -> web.Application:
     return app
 
 
+def protocol_error_body(status: int, message: str) -> dict[str, Any]:
+    """aiohttp's own answers (a malformed request, a head over its limits) in the sidecar's shape."""
+    kind = "BadRequestError" if status < 500 else "InternalServerError"
+    return SidecarError(message, status=status, error_type=kind).body()
+
+
 async def serve(settings: SidecarSettings) -> None:
     def started(port: int) -> None:
         log.info(
@@ -361,7 +370,14 @@ async def serve(settings: SidecarSettings) -> None:
             port,
         )
 
-    await serve_app(create_app(settings), "sidecar", settings.host, settings.port, on_started=started)
+    await serve_app(
+        create_app(settings),
+        "sidecar",
+        settings.host,
+        settings.port,
+        on_started=started,
+        error_body=protocol_error_body,
+    )
 
 
 def run(settings: SidecarSettings) -> int:

@@ -5,7 +5,8 @@ Theory of operation
 The proxy forwards the body's bytes unchanged (an engine adapter in the sidecar may rewrite fields);
 it parses them once, to route and to answer bad input before any engine sees it.
 
-1. The body must be a JSON object (``invalid_json`` otherwise).
+1. The body must be a JSON object (``invalid_json`` otherwise; autellix/jsonbody.py refuses bodies that
+   are not UTF-8, nest deeper than 256 levels or hold integers of over 4300 digits).
 2. Chat: ``messages`` is required, a non-empty list of objects each with a string ``role`` and a
    ``content`` that is a string, a list of parts, or null. Completions: ``prompt`` is required, a
    string, a list of token ids, a list of strings or a list of token-id lists.
@@ -20,10 +21,11 @@ it parses them once, to route and to answer bad input before any engine sees it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from autellix.jsonbody import JsonBodyError, parse_json
 
 from .errors import ApiError, bad_request
 from .tokens import chat_tokens, prompt_tokens
@@ -110,9 +112,9 @@ def _chat_prefix(messages: list[Any]) -> str:
 def parse_call_body(kind: Kind, raw: bytes) -> CallBody:
     """Rules 1-5; raises :class:`~.errors.ApiError` (400) naming the offending field."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+        data = parse_json(raw)
+    except JsonBodyError as exc:
+        raise bad_request(str(exc), code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("Request body must be a JSON object", code="invalid_json")
     model = _typed(data, "model", str, "a string")

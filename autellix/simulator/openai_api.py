@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from autellix import __version__
+from autellix.jsonbody import JsonBodyError, parse_json
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SYSTEM_FINGERPRINT = f"autellix-sim-{__version__}"
@@ -123,9 +124,9 @@ def parse_request(
 ) -> ChatCompletionRequest | CompletionRequest:
     """Validate a request body; raise :class:`ApiError` (400) with a message naming the field."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+        data = parse_json(raw)
+    except JsonBodyError as exc:
+        raise ApiError(str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError("Request body must be a JSON object")
     if data.get("stream_options") and not data.get("stream"):

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix import __version__
+from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.serving import run_service, serve_app
 from autellix.simulator import tokenizer
 from autellix.simulator.config import SimEngineSettings
@@ -188,6 +190,15 @@ async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamRe
             kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
             return error_response(ApiError(exc.reason, status=exc.status, error_type=kind))
         raise
+    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+        return error_response(ApiError(f"Malformed request body: {type(exc).__name__}."))
+    except ConnectionResetError:
+        raise  # the client is gone: nobody to answer
+    except Exception:  # a bug of ours: still vLLM's error shape, and the engine keeps serving
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(
+            ApiError("Internal server error.", status=500, error_type="InternalServerError")
+        )
 
 
 async def _generate(request: web.Request, kind: Literal["chat", "completion"]) -> web.StreamResponse:
@@ -370,9 +381,9 @@ async def metrics(request: web.Request) -> web.Response:
 async def tokenize(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     try:
-        data = json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+        data = parse_json(await request.read())
+    except JsonBodyError as exc:
+        raise ApiError(str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError("Request body must be a JSON object")
     if isinstance(data.get("messages"), list):
@@ -397,9 +408,9 @@ async def tokenize(request: web.Request) -> web.Response:
 
 async def detokenize(request: web.Request) -> web.Response:
     try:
-        data = json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+        data = parse_json(await request.read())
+    except JsonBodyError as exc:
+        raise ApiError(str(exc)) from None
     tokens = data.get("tokens") if isinstance(data, dict) else None
     if not isinstance(tokens, list) or not all(
         isinstance(t, int) and not isinstance(t, bool) for t in tokens
@@ -447,6 +458,12 @@ def create_app(settings: SimEngineSettings) -> web.Application:
     return app
 
 
+def protocol_error_body(status: int, message: str) -> dict[str, Any]:
+    """aiohttp's own answers (a malformed request, a head over its limits) in vLLM's shape."""
+    kind = "BadRequestError" if status < 500 else "InternalServerError"
+    return ApiError(message, status=status, error_type=kind).body()
+
+
 async def serve(settings: SimEngineSettings) -> None:
     app = create_app(settings)
 
@@ -460,7 +477,9 @@ async def serve(settings: SimEngineSettings) -> None:
             port,
         )
 
-    await serve_app(app, "sim-engine", settings.host, settings.port, on_started=started)
+    await serve_app(
+        app, "sim-engine", settings.host, settings.port, on_started=started, error_body=protocol_error_body
+    )
 
 
 def run(settings: SimEngineSettings) -> int:
