@@ -46,6 +46,7 @@ from autellix.simulator.openai_api import (
     sse,
 )
 from autellix.simulator.stepmodel import StepProfile, get_profile
+from autellix.simulator.validation import RequestRejected, check_content_type, encode_text
 
 log = logging.getLogger("autellix.sim_engine")
 
@@ -99,7 +100,7 @@ class SimEngineService:
         if isinstance(body, ChatCompletionRequest):
             if not body.messages:
                 raise ApiError("messages: must contain at least one message", param="messages")
-            prompt_ids = tokenizer.encode(
+            prompt_ids = encode_text(
                 tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
             )
             requested = (
@@ -158,7 +159,7 @@ class SimEngineService:
 
 def _completion_prompt_ids(prompt: str | list[int] | list[str] | list[list[int]]) -> list[int]:
     if isinstance(prompt, str):
-        return tokenizer.encode(prompt)
+        return encode_text(prompt)
     if not prompt:
         return []
     if all(isinstance(p, int) for p in prompt):
@@ -166,7 +167,7 @@ def _completion_prompt_ids(prompt: str | list[int] | list[str] | list[list[int]]
     if len(prompt) != 1:
         raise ApiError("The simulated engine takes one prompt per request, not a batch.", param="prompt")
     only = prompt[0]
-    return tokenizer.encode(only) if isinstance(only, str) else list(only)  # type: ignore[arg-type]
+    return encode_text(only) if isinstance(only, str) else list(only)  # type: ignore[arg-type]
 
 
 SERVICE = web.AppKey("service", SimEngineService)
@@ -183,6 +184,8 @@ async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return response
     except ApiError as exc:
         return error_response(exc)
+    except RequestRejected as exc:  # text the tokenizer cannot encode (validation.py)
+        return error_response(ApiError(exc.message, param=exc.param))
     except web.HTTPRequestEntityTooLarge:
         return error_response(ApiError("Request body is too large.", status=413))
     except web.HTTPException as exc:
@@ -203,6 +206,7 @@ async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamRe
 
 async def _generate(request: web.Request, kind: Literal["chat", "completion"]) -> web.StreamResponse:
     service = request.app[SERVICE]
+    check_content_type(request.content_type)
     body = parse_request(kind, await request.read())
     prepared = service.prepare(body)
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
@@ -389,11 +393,11 @@ async def tokenize(request: web.Request) -> web.Response:
     if isinstance(data.get("messages"), list):
         body = parse_request("chat", json.dumps({"messages": data["messages"]}).encode())
         assert isinstance(body, ChatCompletionRequest)
-        ids = tokenizer.encode(
+        ids = encode_text(
             tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
         )
     elif isinstance(data.get("prompt"), str):
-        ids = tokenizer.encode(data["prompt"])
+        ids = encode_text(data["prompt"])
     else:
         raise ApiError("Either 'prompt' (a string) or 'messages' (a list) is required.", param="prompt")
     return web.json_response(
