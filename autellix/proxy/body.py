@@ -17,10 +17,19 @@ it parses them once, to route and to answer bad input before any engine sees it.
    serves a named model is the app's check (404), since only it knows the backends.
 5. The input-token estimate (:mod:`.tokens`) and a routing prefix (the first
    :data:`PREFIX_CHARS` characters of the prompt text, for prefix-affinity routers) come out too.
+6. A client's own ``priority`` field never reaches an engine: the body is re-encoded without it
+   (``CallBody.upstream``), the only case where the proxy changes the bytes. Stripped, not bounded:
+   the engine's priority is how the sidecar enforces the program-level order (it sets the field from
+   the call's queue level), so any client value, bounded or not, would let one caller reorder its own
+   calls against everyone else's (``-100`` would jump every queue of a priority-policy engine behind a
+   proxy without a sidecar, and a bound of 0..7 would still let it claim level 0 for ever). vLLM's
+   own field has no meaning for a client of a shared fleet; the proxy answers nothing about it, so
+   a client that sends it is served as if it had not.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,6 +51,7 @@ class CallBody:
     input_tokens: int
     metadata: Mapping[str, Any] | None
     prefix: str
+    upstream: bytes | None = None  # the body to forward in place of the client's bytes (rule 6)
 
 
 def _typed(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -140,8 +150,17 @@ def parse_call_body(kind: Kind, raw: bytes) -> CallBody:
             )
         tokens = prompt_tokens(prompt)
         prefix = prompt[:PREFIX_CHARS] if isinstance(prompt, str) else ""
+    upstream = None
+    if "priority" in data:  # rule 6
+        upstream = json.dumps({k: v for k, v in data.items() if k != "priority"}).encode()
     return CallBody(
-        kind=kind, model=model, stream=bool(stream), input_tokens=tokens, metadata=metadata, prefix=prefix
+        kind=kind,
+        model=model,
+        stream=bool(stream),
+        input_tokens=tokens,
+        metadata=metadata,
+        prefix=prefix,
+        upstream=upstream,
     )
 
 

@@ -13,8 +13,9 @@ this module moves bytes and time between them. Per call:
    and pin ("ahead"); Redis's reply is checked when it comes (mirror rule 4, counted in
    ``starts_ahead_total``). Otherwise (``--no-starts-ahead``, memory, cluster, an outage, a program
    another replica also serves) the call waits for the table's answer.
-3. Forward the body unchanged with the call's priority context (``X-Autellix-*``); the client's own
-   ``X-Autellix-*`` headers are dropped, so a client cannot forge a priority.
+3. Forward the body unchanged (but for a client's own ``priority`` field, body.py rule 6) with the
+   call's priority context (``X-Autellix-*``); the client's own ``X-Autellix-*`` headers are dropped,
+   so a client cannot forge a priority.
 4. Before the first byte, a connection failure or a 502/503 answer ends the attempt as failed (no
    service added) and the call is routed again without that engine, after a jittered exponential
    backoff, at most ``retries`` times. A call that cannot connect (refused, unreachable, connect
@@ -205,6 +206,8 @@ class Forwarder:
         started = time.perf_counter()
         raw = await request.read()
         body = parse_call_body(kind, raw)
+        if body.upstream is not None:  # the client's own priority removed (body.py rule 6)
+            raw = body.upstream
         try:
             identity = extract_identity(request.headers, body.metadata)
         except IdentityError as exc:
