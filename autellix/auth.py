@@ -35,12 +35,17 @@ operators know from vLLM (``--api-key``), vllm-router and LiteLLM's master key, 
    is stripped (a Secret file often ends with a newline). A file without a key is an error: an
    operator who names a key file wants authentication, so it fails closed. A reload that fails keeps
    the keys in force (:class:`KeyRing`), and the problem is reported once, not at every reload.
+8. Exposure. A sidecar is the one service whose callers must be the proxy: a caller that reaches it
+   directly skips the proxy's program table and can send any priority context. So a sidecar that
+   listens beyond loopback (:func:`is_loopback_host` is False) refuses to start without a key, unless
+   the operator says ``--insecure-no-auth`` (a NetworkPolicy, say, does the job instead).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -112,6 +117,17 @@ def parse_key_file(text: str, source: str) -> tuple[str, ...]:
 def requires_key(method: str, path: str) -> bool:
     """Rule 4: whether a request must carry a key (when keys are configured at all)."""
     return not (method.upper() in OPEN_METHODS and path in OPEN_PATHS)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Rule 8: whether binding ``host`` keeps a service reachable from this machine only."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name or the all-interfaces address "": reachable from outside
 
 
 def forwards_client_authorization(checks_keys: bool, backend_key: str | None) -> bool:

@@ -332,7 +332,10 @@ def run(settings: DemoSettings) -> int:
     for setup in pair:
         print(f"  {setup.name:<8}: {setup.title}")
     print(f"  program table: {'Redis at ' + settings.redis_url if settings.redis_url else 'in memory'}")
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # Both signals are handled here, not left to Python's defaults: a shell without job control starts a
+    # background job (``autellix demo &``, a CI step, a test suite run as a job) with SIGINT *ignored*,
+    # and an ignored SIGINT would leave a kill -INT without effect and the services running.
+    previous = {signum: signal.signal(signum, _terminate) for signum in (signal.SIGINT, signal.SIGTERM)}
     runs: list[StackRun] = []
     try:
         for number, setup in enumerate(pair, start=1):
@@ -346,7 +349,8 @@ def run(settings: DemoSettings) -> int:
         print("\ninterrupted: every service was stopped", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     simulated = simulate_setups(settings, programs, pair) if settings.simulate else {}
     print(report(settings, runs, simulated))
     plot = out_dir / "demo.png"

@@ -7,7 +7,9 @@
 3. SIGINT and SIGTERM start a graceful stop: the listener closes, in-flight responses (streams
    included) get up to ``shutdown_timeout`` seconds to finish, then the app's cleanup contexts run.
 4. A port that cannot be bound is one line on stderr and exit status 1.
-5. The event loop is uvloop's when it is importable (a dependency; roughly halves the loop's own cost
+5. aiohttp's own answers (a malformed request, a head over its limits, an error that escaped the
+   app) are JSON in the service's error shape, under the head limits of autellix/http_limits.py.
+6. The event loop is uvloop's when it is importable (a dependency; roughly halves the loop's own cost
    per request against asyncio's pure-Python loop) unless ``AUTELLIX_EVENT_LOOP=asyncio`` asks for the
    standard one; which loop runs is logged at start-up (info).
 """
@@ -25,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from autellix.auth import KeyRing, read_key_file
+from autellix.http_limits import ErrorBody, HttpLimits, JsonErrorRunner, default_error_body
 
 LOOP_ENV = "AUTELLIX_EVENT_LOOP"
 log = logging.getLogger("autellix.serving")
@@ -42,9 +45,19 @@ async def serve_app(
     *,
     on_started: Callable[[int], None] | None = None,
     shutdown_timeout: float = 60.0,
+    error_body: ErrorBody = default_error_body,
+    limits: HttpLimits | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM; ``on_started(port)`` runs once the socket is bound."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    """Serve ``app`` until SIGINT/SIGTERM; ``on_started(port)`` runs once the socket is bound;
+    ``error_body(status, message)`` shapes aiohttp's own error answers (rule 5)."""
+    runner = JsonErrorRunner(
+        app,
+        error_body=error_body,
+        limits=limits,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -64,7 +77,7 @@ async def serve_app(
 
 
 def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """Rule 5: uvloop's loop factory, or None for asyncio's own (``choice`` defaults to the env)."""
+    """Rule 6: uvloop's loop factory, or None for asyncio's own (``choice`` defaults to the env)."""
     wanted = (choice if choice is not None else os.environ.get(LOOP_ENV, "")).strip().lower()
     if wanted not in ("", "auto", "uvloop", "asyncio"):
         raise ValueError(f"{LOOP_ENV} must be auto, uvloop or asyncio, got {wanted!r}")

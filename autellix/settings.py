@@ -124,10 +124,13 @@ def _read_yaml(path: str) -> dict[str, Any]:
 def describe_validation_error(exc: ValidationError) -> str:
     """The first problem of a pydantic error as one line: ``setting 'port': Input should be ...``."""
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ())) or "?"
+    where = ".".join(str(p) for p in first.get("loc", ()))
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"invalid setting {where!r}: {first.get('msg', 'invalid value')}{suffix}"
+    message = first.get("msg", "invalid value")
+    if not where:  # a rule across settings (a model validator): its own words say what is wrong
+        return f"invalid settings: {message.removeprefix('Value error, ')}{suffix}"
+    return f"invalid setting {where!r}: {message}{suffix}"
 
 
 def load_settings(model: type[S], namespace: argparse.Namespace | None = None) -> S:

@@ -16,8 +16,10 @@ name on first use (no list of kinds to edit). An adapter answers:
    first, so an engine that serves low values first gets the level itself and one that serves high
    values first gets ``num_levels - 1 - level``. Inside one level the engine's own tie-break (arrival)
    keeps our FIFO order, because we admit in that order.
-4. How the request body changes (``rewrite_body``): ``priority`` when given, and for streams
-   ``stream_options.include_usage`` so that we can count tokens; everything else passes unchanged.
+4. How the request body changes (``rewrite_body``): ``priority`` when given, and removed when not
+   (a caller's own value must not reorder the engine's queue: the proxy strips it too, this covers
+   callers that reach the sidecar otherwise), and for streams ``stream_options.include_usage`` so that
+   we can count tokens; everything else passes unchanged.
 5. How usage and engine-side timing are read from a response or stream chunk (``read_usage``).
 """
 
@@ -113,9 +115,13 @@ class EngineAdapter(ABC):
                 changes["stream_options"] = {"include_usage": True}
             elif options.get("include_usage") is not True:
                 changes["stream_options"] = {**options, "include_usage": True}
-        if not changes:
+        dropped = priority is None and "priority" in body
+        if not changes and not dropped:
             return None
-        return {**body, **changes}
+        out = {**body, **changes}
+        if dropped:
+            del out["priority"]
+        return out
 
     def read_usage(self, payload: Mapping[str, Any]) -> Usage | None:
         """Usage of a response body or a stream chunk; None if it carries none."""

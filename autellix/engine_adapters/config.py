@@ -5,7 +5,8 @@ imported only by the validators, when settings are actually loaded.
 
 API keys follow the proxy's rules (autellix/auth.py): ``--api-key`` / ``--api-key-file`` make the
 sidecar accept only callers that present a key (the proxy, with its ``--backend-api-key``), and
-``--engine-api-key`` is what the sidecar presents to an engine started with ``--api-key``.
+``--engine-api-key`` is what the sidecar presents to an engine started with ``--api-key``. On a
+non-loopback ``--host`` a key is required unless ``--insecure-no-auth`` (auth.py rule 8).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from autellix.auth import key_file_setting, optional_key, parse_key_list, read_key_file
+from autellix.auth import (
+    is_loopback_host,
+    key_file_setting,
+    optional_key,
+    parse_key_list,
+    read_key_file,
+)
 
 if TYPE_CHECKING:
     from autellix.engine_adapters.admission import WindowParams
@@ -129,6 +136,12 @@ class SidecarSettings(BaseSettings):
         "probes, server info) in place of the caller's (vLLM/SGLang started with --api-key)",
     )
 
+    insecure_no_auth: bool = Field(
+        False,
+        description="start on a non-loopback --host without --api-key or --api-key-file (anyone who can "
+        "reach the port then bypasses the proxy's program-level priorities; autellix/auth.py rule 8)",
+    )
+
     _api_keys = field_validator("api_key", mode="before")(staticmethod(parse_key_list))
     _api_key_file = field_validator("api_key_file", mode="before")(staticmethod(key_file_setting))
     _engine_api_key = field_validator("engine_api_key", mode="before")(staticmethod(optional_key))
@@ -170,6 +183,13 @@ class SidecarSettings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> SidecarSettings:
         self.window_params()
+        keyless = not self.api_key and self.api_key_file is None
+        if keyless and not self.insecure_no_auth and not is_loopback_host(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines and no api_key or api_key_file is "
+                "set: give the sidecar the key the proxy sends (--backend-api-key) as --api-key, or pass "
+                "--insecure-no-auth"
+            )
         return self
 
     def working_set_gate_params(self) -> WorkingSetParams | None:

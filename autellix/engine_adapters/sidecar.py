@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -38,6 +37,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.api_errors import error_shape_of, unauthorized
@@ -62,6 +62,7 @@ from autellix.engine_adapters.relay import SidecarError, error_response, forward
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.scheduling.working_set import WorkingSetGate
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
+from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.serving import reload_keys, run_service, serve_app
 
 log = logging.getLogger("autellix.sidecar")
@@ -224,6 +225,8 @@ async def _errors(
             raise
         kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
         return error_response(SidecarError(exc.reason, status=exc.status, error_type=kind), shape)
+    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+        return error_response(SidecarError(f"Malformed request body: {type(exc).__name__}."), shape)
     except ConnectionResetError:
         raise  # the client is gone: nobody to answer
     except Exception:  # a bug of ours: still answer in the API's error shape, and keep serving
@@ -262,9 +265,9 @@ async def _generate(request: web.Request, path: str) -> web.StreamResponse:
     sidecar = request.app[SIDECAR]
     raw = await request.read()
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SidecarError(f"Request body is not valid JSON: {exc}") from exc
+        body = parse_json(raw)
+    except JsonBodyError as exc:
+        raise SidecarError(str(exc)) from None
     if not isinstance(body, dict):
         raise SidecarError("Request body must be a JSON object")
     try:
@@ -374,6 +377,12 @@ def create_app(settings: SidecarSettings) -> web.Application:
     return app
 
 
+def protocol_error_body(status: int, message: str) -> dict[str, Any]:
+    """aiohttp's own answers (a malformed request, a head over its limits) in the sidecar's shape."""
+    kind = "BadRequestError" if status < 500 else "InternalServerError"
+    return SidecarError(message, status=status, error_type=kind).body()
+
+
 async def serve(settings: SidecarSettings) -> None:
     def started(port: int) -> None:
         log.info(
@@ -386,7 +395,14 @@ async def serve(settings: SidecarSettings) -> None:
             port,
         )
 
-    await serve_app(create_app(settings), "sidecar", settings.host, settings.port, on_started=started)
+    await serve_app(
+        create_app(settings),
+        "sidecar",
+        settings.host,
+        settings.port,
+        on_started=started,
+        error_body=protocol_error_body,
+    )
 
 
 def run(settings: SidecarSettings) -> int:

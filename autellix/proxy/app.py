@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import random
 import secrets
@@ -40,10 +39,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.api_errors import ApiError, ErrorShape, bad_request, error_body, unauthorized
 from autellix.auth import KeyRing, bearer, forwards_client_authorization, read_key_file, requires_key
+from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.serving import reload_keys, run_service, serve_app
 
 from .apis import APIS, Api, error_shape_of
@@ -130,6 +131,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = "not_found" if exc.status == 404 else "method_not_allowed" if exc.status == 405 else None
         response = error_response(exc.status, exc.reason, code, shape=shape)
+    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+        message = f"Malformed request body: {type(exc).__name__}"
+        response = error_response(400, message, "invalid_body", shape=shape)
     except asyncio.CancelledError:
         metrics.requests.labels(route, "499").inc()
         raise
@@ -240,9 +244,9 @@ async def create_program(request: web.Request) -> web.Response:
     requested: Any = None
     if raw.strip():
         try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise bad_request("Request body is not valid JSON", code="invalid_json") from None
+            data = parse_json(raw)
+        except JsonBodyError as exc:
+            raise bad_request(str(exc), code="invalid_json") from None
         if not isinstance(data, dict):
             raise bad_request("Request body must be a JSON object", code="invalid_json")
         requested = data.get("id")
@@ -472,6 +476,12 @@ def create_app(
     return app
 
 
+def protocol_error_body(status: int, message: str) -> dict[str, Any]:
+    """aiohttp's own answers (a malformed request, a head over its limits) in OpenAI's shape."""
+    code = {414: "request_line_too_large", 431: "headers_too_large"}.get(status, "invalid_request")
+    return error_body(status, message, code=code if status < 500 else "internal_error")
+
+
 async def serve(settings: ProxySettings) -> None:
     app = create_app(settings)
 
@@ -490,7 +500,9 @@ async def serve(settings: ProxySettings) -> None:
             proxy.store.mode,
         )
 
-    await serve_app(app, "proxy", settings.host, settings.port, on_started=started)
+    await serve_app(
+        app, "proxy", settings.host, settings.port, on_started=started, error_body=protocol_error_body
+    )
 
 
 def run(settings: ProxySettings) -> int:

@@ -9,8 +9,8 @@ relay.py move one attempt's bytes. This module runs them in order and retries. P
 2. Route over the backends that serve the model, with this replica's view of the fleet's loads and of
    the program's pin (the store's); then ``start`` in the store, which may redirect the call to the
    program's existing pin, and whose answer may come ahead of Redis's (store.py rule 2).
-3. Forward the body unchanged with the call's priority context (``X-Autellix-*``); the client's own
-   ``X-Autellix-*`` headers are dropped, so a client cannot forge a priority (headers.py).
+3. Forward the body unchanged (but for a client's own ``priority`` field, apis/base.py rule 5) with
+   the call's priority context (``X-Autellix-*``); the client's own ``X-Autellix-*`` headers are dropped, so a client cannot forge a priority (headers.py).
 4. Before the first byte, a connection failure or a 502/503 answer ends the attempt as failed (no
    service added) and the call is routed again without that engine, after a jittered exponential
    backoff, at most ``retries`` times (exchange.py rule 2). After the first byte there is no retry: a
@@ -108,6 +108,8 @@ class CallPath:
         started = time.perf_counter()
         raw = await request.read()
         body = api.parse(raw)
+        if body.upstream is not None:  # the client's own priority removed (apis/base.py rule 5)
+            raw = body.upstream
         try:
             identity = extract_identity(request.headers, body.metadata, body.program_hint)
         except IdentityError as exc:

@@ -8,7 +8,8 @@ built by plain functions so the server only moves bytes.
 Fields that matter to scheduling: ``max_tokens`` (``max_completion_tokens`` on chat), ``ignore_eos``
 (forces the output to exactly ``max_tokens``, as vLLM's benchmarks use it), ``priority`` (int, lower
 first; ignored on an FCFS server, as vLLM 0.32 does), ``stream`` with ``stream_options.include_usage``,
-``return_token_ids``, and token-id prompts on completions.
+``return_token_ids``, and token-id prompts on completions. Every other field vLLM checks is checked as
+vLLM does by validation.py, so a request the simulated engine serves is one vLLM serves too.
 
 Parity with vLLM 0.32 (checked against a real server by tests/real_vllm/test_parity.py): integer fields
 are parsed leniently as vLLM's pydantic models do (``"3"`` and ``3.0`` are 3, ``3.5`` is an error;
@@ -23,9 +24,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autellix import __version__
+from autellix.jsonbody import JsonBodyError, parse_json
+from autellix.simulator.validation import RequestRejected, check_request
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SYSTEM_FINGERPRINT = f"autellix-sim-{__version__}"
@@ -90,7 +93,7 @@ class _SamplingFields(BaseModel):
     ignore_eos: bool = False
     priority: int = Field(0, ge=INT64_MIN, le=INT64_MAX)
     return_token_ids: bool | None = False
-    n: int = 1
+    n: int | None = 1  # null is 1, as in vLLM
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
@@ -98,8 +101,10 @@ class _SamplingFields(BaseModel):
 
     @field_validator("n")
     @classmethod
-    def _only_one_choice(cls, value: int) -> int:
-        if value != 1:
+    def _only_one_choice(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"n must be at least 1, got {value}.")
+        if value not in (None, 1):
             raise ValueError("the simulated engine serves n=1 only")
         return value
 
@@ -110,7 +115,7 @@ class ChatCompletionRequest(_SamplingFields):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[StrictInt] | list[str] | list[list[StrictInt]]
+    prompt: str | list[int] | list[str] | list[list[int]]  # lax ints, as vLLM's: [1.0, True] is [1, 1]
     max_tokens: int | None = 16  # vLLM's default for completions (chat: the rest of the context)
 
 
@@ -123,9 +128,9 @@ def parse_request(
 ) -> ChatCompletionRequest | CompletionRequest:
     """Validate a request body; raise :class:`ApiError` (400) with a message naming the field."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+        data = parse_json(raw)
+    except JsonBodyError as exc:
+        raise ApiError(str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError("Request body must be a JSON object")
     if data.get("stream_options") and not data.get("stream"):
@@ -134,11 +139,19 @@ def parse_request(
         ChatCompletionRequest if kind == "chat" else CompletionRequest
     )
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = _loc(dict(first))
         raise ApiError(f"{field}: {first['msg']}", param=field.split(".")[0]) from exc
+    requested = parsed.max_tokens
+    if isinstance(parsed, ChatCompletionRequest) and parsed.max_completion_tokens is not None:
+        requested = parsed.max_completion_tokens
+    try:  # what vLLM checks beyond the fields the simulated engine uses (validation.py)
+        check_request(kind, data, requested)
+    except RequestRejected as exc:
+        raise ApiError(exc.message, param=exc.param) from None
+    return parsed
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix import __version__
+from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.serving import run_service, serve_app
 from autellix.simulator import tokenizer
 from autellix.simulator.config import SimEngineSettings
@@ -49,6 +51,7 @@ from autellix.simulator.service import (
     running,
 )
 from autellix.simulator.stepmodel import StepProfile, get_profile
+from autellix.simulator.validation import RequestRejected, check_content_type, encode_text
 
 log = logging.getLogger("autellix.sim_engine")
 
@@ -66,6 +69,8 @@ async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamRe
         return response
     except ApiError as exc:
         return error_response(exc)
+    except RequestRejected as exc:  # text the tokenizer cannot encode (validation.py)
+        return error_response(ApiError(exc.message, param=exc.param))
     except web.HTTPRequestEntityTooLarge:
         return error_response(ApiError("Request body is too large.", status=413))
     except web.HTTPException as exc:
@@ -73,10 +78,20 @@ async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamRe
             kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
             return error_response(ApiError(exc.reason, status=exc.status, error_type=kind))
         raise
+    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+        return error_response(ApiError(f"Malformed request body: {type(exc).__name__}."))
+    except ConnectionResetError:
+        raise  # the client is gone: nobody to answer
+    except Exception:  # a bug of ours: still vLLM's error shape, and the engine keeps serving
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error_response(
+            ApiError("Internal server error.", status=500, error_type="InternalServerError")
+        )
 
 
 async def _generate(request: web.Request, kind: Literal["chat", "completion"]) -> web.StreamResponse:
     service = request.app[SERVICE]
+    check_content_type(request.content_type)
     body = parse_request(kind, await request.read())
     prepared = service.prepare(body)
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
@@ -199,19 +214,19 @@ async def metrics(request: web.Request) -> web.Response:
 async def tokenize(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     try:
-        data = json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+        data = parse_json(await request.read())
+    except JsonBodyError as exc:
+        raise ApiError(str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError("Request body must be a JSON object")
     if isinstance(data.get("messages"), list):
         body = parse_request("chat", json.dumps({"messages": data["messages"]}).encode())
         assert isinstance(body, ChatCompletionRequest)
-        ids = tokenizer.encode(
+        ids = encode_text(
             tokenizer.apply_chat_template([{"role": m.role, "content": m.text()} for m in body.messages])
         )
     elif isinstance(data.get("prompt"), str):
-        ids = tokenizer.encode(data["prompt"])
+        ids = encode_text(data["prompt"])
     else:
         raise ApiError("Either 'prompt' (a string) or 'messages' (a list) is required.", param="prompt")
     return web.json_response(
@@ -226,9 +241,9 @@ async def tokenize(request: web.Request) -> web.Response:
 
 async def detokenize(request: web.Request) -> web.Response:
     try:
-        data = json.loads(await request.read())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(f"Request body is not valid JSON: {exc}") from exc
+        data = parse_json(await request.read())
+    except JsonBodyError as exc:
+        raise ApiError(str(exc)) from None
     tokens = data.get("tokens") if isinstance(data, dict) else None
     if not isinstance(tokens, list) or not all(
         isinstance(t, int) and not isinstance(t, bool) for t in tokens
@@ -277,6 +292,12 @@ def create_app(settings: SimEngineSettings) -> web.Application:
     return app
 
 
+def protocol_error_body(status: int, message: str) -> dict[str, Any]:
+    """aiohttp's own answers (a malformed request, a head over its limits) in vLLM's shape."""
+    kind = "BadRequestError" if status < 500 else "InternalServerError"
+    return ApiError(message, status=status, error_type=kind).body()
+
+
 async def serve(settings: SimEngineSettings) -> None:
     app = create_app(settings)
 
@@ -290,7 +311,9 @@ async def serve(settings: SimEngineSettings) -> None:
             port,
         )
 
-    await serve_app(app, "sim-engine", settings.host, settings.port, on_started=started)
+    await serve_app(
+        app, "sim-engine", settings.host, settings.port, on_started=started, error_body=protocol_error_body
+    )
 
 
 def run(settings: SimEngineSettings) -> int:

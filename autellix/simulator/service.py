@@ -28,6 +28,7 @@ from autellix.simulator.engine import SimRequest
 from autellix.simulator.metrics import SimEngineMetrics
 from autellix.simulator.openai_api import ApiError, ChatCompletionRequest, CompletionRequest
 from autellix.simulator.stepmodel import StepProfile
+from autellix.simulator.validation import encode_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +99,7 @@ class SimEngineService:
     @staticmethod
     def chat_prompt_ids(messages: list[dict[str, str]]) -> list[int]:
         """A conversation through the chat template, as every chat-like API renders it."""
-        return tokenizer.encode(tokenizer.apply_chat_template(messages))
+        return encode_text(tokenizer.apply_chat_template(messages))
 
     def prepare_prompt(
         self,
@@ -164,7 +165,7 @@ class SimEngineService:
 
 def _completion_prompt_ids(prompt: str | list[int] | list[str] | list[list[int]]) -> list[int]:
     if isinstance(prompt, str):
-        return tokenizer.encode(prompt)
+        return encode_text(prompt)
     if not prompt:
         return []
     if all(isinstance(p, int) for p in prompt):
@@ -172,7 +173,7 @@ def _completion_prompt_ids(prompt: str | list[int] | list[str] | list[list[int]]
     if len(prompt) != 1:
         raise ApiError("The simulated engine takes one prompt per request, not a batch.", param="prompt")
     only = prompt[0]
-    return tokenizer.encode(only) if isinstance(only, str) else list(only)  # type: ignore[arg-type]
+    return encode_text(only) if isinstance(only, str) else list(only)  # type: ignore[arg-type]
 
 
 SERVICE = web.AppKey("service", SimEngineService)

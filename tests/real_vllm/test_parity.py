@@ -181,6 +181,14 @@ def test_stream_chunks_have_the_same_shapes(
 
 MESSAGE = [{"role": "user", "content": "hi"}]
 TOO_LONG = [5] * (MAX_MODEL_LEN + 10)
+CHAT_PATH = "/v1/chat/completions"
+SHORT_CHAT = {"messages": MESSAGE, "max_tokens": 2}
+SHORT_PROMPT = {"prompt": "hi", "max_tokens": 2}
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
+NAMED_G = {"type": "function", "function": {"name": "g"}}
+ASSISTANT_NULL = {"role": "assistant", "content": None}
+FOO_PART = {"type": "foo", "text": "x"}
+IMAGE_PART = {"type": "image_url", "image_url": {"url": "http://127.0.0.1/x.png"}}
 
 BAD_INPUTS: list[tuple[str, str, bytes | dict[str, Any]]] = [
     ("malformed JSON (chat)", "/v1/chat/completions", b'{"messages": ['),
@@ -214,6 +222,67 @@ BAD_INPUTS: list[tuple[str, str, bytes | dict[str, Any]]] = [
     ),
     ("empty token prompt", "/v1/completions", {"prompt": [], "max_tokens": 2}),
     ("unknown model", "/v1/chat/completions", {"model": "gpt-9", "messages": MESSAGE, "max_tokens": 2}),
+    # fields the simulated engine does not use, checked as vLLM checks them (simulator/validation.py)
+    ("tools not a list", CHAT_PATH, {**SHORT_CHAT, "tools": "x"}),
+    ("tool without a function", CHAT_PATH, {**SHORT_CHAT, "tools": [{"type": "function"}]}),
+    ("tool of another type", CHAT_PATH, {**SHORT_CHAT, "tools": [{"type": "x", "function": {"name": "f"}}]}),
+    ("tools empty", CHAT_PATH, {**SHORT_CHAT, "tools": []}),
+    ("tool_choice without tools", CHAT_PATH, {**SHORT_CHAT, "tool_choice": "auto"}),
+    ("tool_choice none without tools", CHAT_PATH, {**SHORT_CHAT, "tool_choice": "none"}),
+    ("named tool_choice of no tool", CHAT_PATH, {**SHORT_CHAT, "tools": TOOLS, "tool_choice": NAMED_G}),
+    ("tool_choice a word", CHAT_PATH, {**SHORT_CHAT, "tools": TOOLS, "tool_choice": "x"}),
+    ("logprobs a word", CHAT_PATH, {**SHORT_CHAT, "logprobs": "x"}),
+    ("top_logprobs without logprobs", CHAT_PATH, {**SHORT_CHAT, "top_logprobs": 1000000}),
+    ("top_logprobs 0 without logprobs", CHAT_PATH, {**SHORT_CHAT, "top_logprobs": 0}),
+    ("top_logprobs above 20", CHAT_PATH, {**SHORT_CHAT, "logprobs": True, "top_logprobs": 1000000}),
+    ("top_logprobs -1 (the vocabulary)", CHAT_PATH, {**SHORT_CHAT, "logprobs": True, "top_logprobs": -1}),
+    ("completion logprobs above 20", "/v1/completions", {**SHORT_PROMPT, "logprobs": 1000000}),
+    ("completion logprobs a word", "/v1/completions", {**SHORT_PROMPT, "logprobs": "x"}),
+    ("prompt_logprobs above 20", "/v1/completions", {**SHORT_PROMPT, "prompt_logprobs": 100}),
+    ("stop a number", CHAT_PATH, {**SHORT_CHAT, "stop": 5}),
+    ("stop of numbers", CHAT_PATH, {**SHORT_CHAT, "stop": [1, 2]}),
+    ("five stop strings", "/v1/completions", {**SHORT_PROMPT, "stop": ["a", "b", "c", "d", "e"]}),
+    ("an empty stop string", CHAT_PATH, {**SHORT_CHAT, "stop": [""]}),
+    ("message without content", CHAT_PATH, {"messages": [{"role": "user"}], "max_tokens": 2}),
+    ("user message with null content", CHAT_PATH, {"messages": [{"role": "user", "content": None}]}),
+    ("assistant message with null content", CHAT_PATH, {"messages": [*MESSAGE, ASSISTANT_NULL, *MESSAGE]}),
+    ("content a number", CHAT_PATH, {"messages": [{"role": "user", "content": 5}], "max_tokens": 2}),
+    ("text part without text", CHAT_PATH, {"messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+    ("content part of no type", CHAT_PATH, {"messages": [{"role": "user", "content": [{"text": "x"}]}]}),
+    ("content part of an unknown type", CHAT_PATH, {"messages": [{"role": "user", "content": [FOO_PART]}]}),
+    ("image part on a text model", CHAT_PATH, {"messages": [{"role": "user", "content": [IMAGE_PART]}]}),
+    ("negative token id", "/v1/completions", {"prompt": [-1, 5], "max_tokens": 2}),
+    ("out-of-vocabulary token id", "/v1/completions", {"prompt": [10**9], "max_tokens": 2}),
+    ("token id beyond int64", "/v1/completions", {"prompt": [2**63], "max_tokens": 2}),
+    ("negative id in a nested prompt", "/v1/completions", {"prompt": [[-1]], "max_tokens": 2}),
+    ("whole-float token ids", "/v1/completions", {"prompt": [5.0, 6.0], "max_tokens": 2}),
+    ("negative temperature", CHAT_PATH, {**SHORT_CHAT, "temperature": -1}),
+    ("temperature above 2", CHAT_PATH, {**SHORT_CHAT, "temperature": 2.01}),
+    ("temperature 'NaN'", "/v1/completions", {**SHORT_PROMPT, "temperature": "NaN"}),
+    ("top_p 0", CHAT_PATH, {**SHORT_CHAT, "top_p": 0}),
+    ("top_p 2", CHAT_PATH, {**SHORT_CHAT, "top_p": 2}),
+    ("top_k -5", CHAT_PATH, {**SHORT_CHAT, "top_k": -5}),
+    ("top_k -1 (off)", CHAT_PATH, {**SHORT_CHAT, "top_k": -1}),
+    ("min_p 2", CHAT_PATH, {**SHORT_CHAT, "min_p": 2}),
+    ("presence_penalty 5", CHAT_PATH, {**SHORT_CHAT, "presence_penalty": 5}),
+    ("frequency_penalty -3", CHAT_PATH, {**SHORT_CHAT, "frequency_penalty": -3}),
+    ("repetition_penalty 0", CHAT_PATH, {**SHORT_CHAT, "repetition_penalty": 0}),
+    ("n 0", CHAT_PATH, {**SHORT_CHAT, "n": 0}),
+    ("n null", CHAT_PATH, {**SHORT_CHAT, "n": None}),
+    ("min_tokens above max_tokens", CHAT_PATH, {**SHORT_CHAT, "min_tokens": 10}),
+    ("negative min_tokens", CHAT_PATH, {**SHORT_CHAT, "min_tokens": -1}),
+    ("logit_bias a word", CHAT_PATH, {**SHORT_CHAT, "logit_bias": "x"}),
+    ("logit_bias of a non-integer key", CHAT_PATH, {**SHORT_CHAT, "logit_bias": {"abc": 1}}),
+    ("logit_bias out of vocabulary", CHAT_PATH, {**SHORT_CHAT, "logit_bias": {"1000000": 1}}),
+    ("response_format a word", CHAT_PATH, {**SHORT_CHAT, "response_format": "x"}),
+    ("response_format of an unknown type", CHAT_PATH, {**SHORT_CHAT, "response_format": {"type": "bogus"}}),
+    ("json_schema without a schema", CHAT_PATH, {**SHORT_CHAT, "response_format": {"type": "json_schema"}}),
+    ("suffix", "/v1/completions", {**SHORT_PROMPT, "suffix": "x"}),
+    ("user a number", CHAT_PATH, {**SHORT_CHAT, "user": 5}),
+    ("echo a word", CHAT_PATH, {**SHORT_CHAT, "echo": "x"}),
+    ("continue and add a prompt", CHAT_PATH, {**SHORT_CHAT, "continue_final_message": True}),
+    ("stop_token_ids out of vocabulary", CHAT_PATH, {**SHORT_CHAT, "stop_token_ids": [10**9]}),
+    ("truncate_prompt_tokens -5", CHAT_PATH, {**SHORT_CHAT, "truncate_prompt_tokens": -5}),
 ]
 
 
@@ -238,6 +307,61 @@ def test_bad_inputs_get_the_same_status_and_error_shape(
             assert set(reply.json()) == {"error"}
             assert differences(shape(reply.json()["error"]), error_shape) == []
             assert reply.json()["error"]["code"] == reply.status_code
+
+
+BROKEN_BODIES: list[tuple[str, bytes, str]] = [
+    ("nested 50,000 levels", b'{"messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "application/json"),
+    (
+        "an integer of 5000 digits",
+        b'{"messages": [], "max_tokens": ' + b"9" * 5000 + b"}",
+        "application/json",
+    ),
+    ("not UTF-8", b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', "application/json"),
+    (
+        "NaN temperature",
+        b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+        "application/json",
+    ),
+    (
+        "Infinity max_tokens",
+        b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": Infinity}',
+        "application/json",
+    ),
+    (
+        "duplicate keys, the last valid",
+        b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1, "max_tokens": 2}',
+        "application/json",
+    ),
+    (
+        "sent as text/plain",
+        b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}',
+        "text/plain",
+    ),
+    ("an empty body", b"", "application/json"),
+    (
+        "a lone surrogate in the text",
+        b'{"messages": [{"role": "user", "content": "hi\\ud800"}]}',
+        "application/json",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "raw", "content_type"), BROKEN_BODIES, ids=[c[0] for c in BROKEN_BODIES])
+def test_broken_bodies_get_the_same_status(
+    engines: tuple[str, str, str], name: str, raw: bytes, content_type: str
+) -> None:
+    """Bodies vLLM's web framework refuses before its own checks (its errors are then FastAPI's
+    ``{"detail": ...}``); the simulated engine answers them in the OpenAI shape of its other errors."""
+    sim_url, real_url, model = engines
+    raw = raw.replace(b'{"messages"', b'{"model": "' + model.encode() + b'", "messages"', 1)
+    with httpx.Client(timeout=60) as http:
+        sim, real = (
+            http.post(url + CHAT_PATH, content=raw, headers={"Content-Type": content_type})
+            for url in (sim_url, real_url)
+        )
+    assert sim.status_code == real.status_code, (name, sim.text[:300], real.text[:300])
+    if sim.status_code >= 400:
+        assert set(sim.json()) == {"error"} and sim.json()["error"]["code"] == sim.status_code
 
 
 # Read by the sidecar's vLLM adapter, or listed in reference.md §4 (counters with vLLM 0.32's _total).

@@ -43,6 +43,7 @@ class FakeBackend:
     mode: str = "sidecar"
     model: str = "m"
     seen: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -61,6 +62,7 @@ class FakeBackend:
 
     async def chat(self, request: UpstreamRequest) -> MockReply:
         self.seen.append(dict(request.headers))
+        self.bodies.append(request.body or b"")
         body = json.loads(request.body or b"{}")
         call_id = request.headers.get("X-Autellix-Call-Id", "?")
         report = CompletionReport(call_id, queue_wait=0.5, exec_time=2.0, prompt_tokens=7, output_tokens=2)
@@ -193,6 +195,22 @@ async def test_a_client_cannot_forge_the_priority_context(start_backend, start_p
     await proxy.post("/v1/chat/completions", json=chat_body(), headers=forged)
     assert float(backend.seen[1]["X-Autellix-Program-Service"]) == 2.0
     assert backend.seen[1]["X-Autellix-Call-Id"] != "evil"
+
+
+async def test_a_clients_own_priority_never_reaches_the_backend(start_backend, start_proxy) -> None:
+    backend = await start_backend(mode="engine")  # a bare engine: no sidecar would overwrite it
+    proxy = await start_proxy({"e1": url_of(backend)})
+    for priority in (-100, 2**70, "high", None):
+        reply = await proxy.post("/v1/chat/completions", json=chat_body(priority=priority, temperature=0.5))
+        assert reply.status == 200
+        forwarded = json.loads(backend.bodies[-1])
+        assert "priority" not in forwarded and forwarded == chat_body(temperature=0.5)
+    escaped = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "\\u0070riority": -100}'
+    reply = await proxy.post("/v1/chat/completions", data=escaped, headers={"Content-Type": "application/json"})
+    assert reply.status == 200 and "priority" not in json.loads(backend.bodies[-1])
+    raw = json.dumps(chat_body(), indent=3).encode()  # without one, the client's bytes pass unchanged
+    reply = await proxy.post("/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"})
+    assert reply.status == 200 and backend.bodies[-1] == raw
 
 
 async def test_without_a_report_the_proxy_measures_and_a_one_call_program_is_ended(

@@ -1,4 +1,4 @@
-"""Which event loop the services run on (serving.py rule 5)."""
+"""Which event loop the services run on (serving.py rule 6)."""
 
 from __future__ import annotations
 

@@ -192,6 +192,13 @@ def test_rewrite_returns_none_when_nothing_changes(
     assert VllmAdapter().rewrite_body(body, priority=priority, want_usage=want_usage) is None
 
 
+def test_a_callers_own_priority_is_removed_when_the_engine_gets_none_of_ours() -> None:
+    body = {"prompt": "x", "priority": -100}
+    assert VllmAdapter().rewrite_body(body, priority=None, want_usage=False) == {"prompt": "x"}
+    assert body == {"prompt": "x", "priority": -100}
+    assert VllmAdapter().rewrite_body(body, priority=4, want_usage=False) == {"prompt": "x", "priority": 4}
+
+
 def test_no_priority_field_is_added_when_priority_is_none() -> None:
     out = SglangAdapter().rewrite_body({"prompt": "x", "stream": True}, priority=None, want_usage=True)
     assert out is not None and "priority" not in out

@@ -8,13 +8,21 @@ breaks off ends with. The call path is the same for every API; only these differ
 
 Rules shared by every API's body (each module states its own on top):
 
-1. The body must be a JSON object (``invalid_json`` otherwise).
+1. The body must be a JSON object (``invalid_json`` otherwise; autellix/jsonbody.py refuses bodies that
+   are not UTF-8, nest deeper than 256 levels or hold integers of over 4300 digits).
 2. Typed when present (null is accepted as "absent", as OpenAI does), booleans never count as
    integers; a wrong type is a 400 naming the field (``invalid_type``).
 3. ``model`` is optional as in vLLM (an engine then serves its own model); whether the fleet serves a
    named model is the app's check (404), since only it knows the backends.
 4. The input-token estimate (:mod:`..tokens`) and a routing prefix (the first :data:`PREFIX_CHARS`
    characters of the prompt text, for prefix-affinity routers) come out of every body.
+5. A client's own ``priority`` field never reaches an engine: the body is re-encoded without it
+   (``CallBody.upstream``), the only case where the proxy changes the bytes. Stripped, not bounded:
+   the engine's priority is how the sidecar enforces the program-level order (it sets the field from
+   the call's queue level), so any client value, bounded or not, would let one caller reorder its own
+   calls against everyone else's (``-100`` would jump every queue of a priority-policy engine behind a
+   proxy without a sidecar; a bound of 0..7 would still let it claim level 0 for ever). A client that
+   sends it is served as if it had not.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from autellix.api_errors import ErrorShape, bad_request
+from autellix.jsonbody import JsonBodyError, parse_json
 
 PREFIX_CHARS = 4096
 
@@ -42,6 +51,7 @@ class CallBody:
     program_hint: tuple[str, str] | None = None
     chain: str | None = None  # the stored response this call continues (Responses' previous_response_id)
     keeps_program: bool = False  # a program the proxy names outlives the call (its reply may be chained)
+    upstream: bytes | None = None  # the body to forward in place of the client's bytes (rule 5)
 
 
 class ReplyIds(Protocol):
@@ -70,12 +80,19 @@ class Api:
 def load_object(raw: bytes) -> dict[str, Any]:
     """Rule 1."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+        data = parse_json(raw)
+    except JsonBodyError as exc:
+        raise bad_request(str(exc), code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("Request body must be a JSON object", code="invalid_json")
     return data
+
+
+def without_priority(data: Mapping[str, Any]) -> bytes | None:
+    """Rule 5: the body to forward instead of the client's, or None when it sets no ``priority``."""
+    if "priority" not in data:
+        return None
+    return json.dumps({k: v for k, v in data.items() if k != "priority"}).encode()
 
 
 def typed(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:

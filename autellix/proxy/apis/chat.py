@@ -22,7 +22,7 @@ from typing import Any
 from autellix.api_errors import bad_request, openai_body
 
 from ..tokens import chat_tokens
-from .base import Api, CallBody, load_object, text_prefix, typed
+from .base import Api, CallBody, load_object, text_prefix, typed, without_priority
 
 DONE_LINE = re.compile(rb"\ndata: ?\[DONE\]")
 
@@ -69,7 +69,15 @@ def parse(raw: bytes) -> CallBody:
     model, stream, metadata = check_sampling(data)
     messages = check_messages(data.get("messages"))
     texts = [m["content"] for m in messages if isinstance(m.get("content"), str)]
-    return CallBody("chat", model, stream, chat_tokens(messages), metadata, text_prefix(texts))
+    return CallBody(
+        "chat",
+        model,
+        stream,
+        chat_tokens(messages),
+        metadata,
+        text_prefix(texts),
+        upstream=without_priority(data),
+    )
 
 
 def done_stream_error(message: str) -> bytes:

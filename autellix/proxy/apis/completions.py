@@ -14,7 +14,7 @@ from typing import Any
 from autellix.api_errors import bad_request
 
 from ..tokens import prompt_tokens
-from .base import PREFIX_CHARS, Api, CallBody, load_object
+from .base import PREFIX_CHARS, Api, CallBody, load_object, without_priority
 from .chat import DONE_LINE, check_sampling, done_stream_error
 
 
@@ -44,7 +44,15 @@ def parse(raw: bytes) -> CallBody:
             code="invalid_type",
         )
     prefix = prompt[:PREFIX_CHARS] if isinstance(prompt, str) else ""
-    return CallBody("completion", model, stream, prompt_tokens(prompt), metadata, prefix)
+    return CallBody(
+        "completion",
+        model,
+        stream,
+        prompt_tokens(prompt),
+        metadata,
+        prefix,
+        upstream=without_priority(data),
+    )
 
 
 COMPLETIONS = Api(

@@ -28,7 +28,7 @@ from typing import Any
 from autellix.api_errors import anthropic_body, bad_request
 
 from ..tokens import PER_MESSAGE_TOKENS, text_tokens
-from .base import Api, CallBody, load_object, text_prefix, typed
+from .base import Api, CallBody, load_object, text_prefix, typed, without_priority
 
 END_LINE = re.compile(rb"\nevent: ?(?:message_stop|error)")
 
@@ -95,6 +95,7 @@ def parse(raw: bytes) -> CallBody:
         metadata,
         text_prefix(texts),
         program_hint=("body:metadata.user_id", user) if user else None,
+        upstream=without_priority(data),
     )
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from autellix.api_errors import bad_request
 
 from ..tokens import PER_MESSAGE_TOKENS, text_tokens
-from .base import Api, CallBody, load_object, text_prefix, typed
+from .base import Api, CallBody, load_object, text_prefix, typed, without_priority
 
 END_LINE = re.compile(rb"\nevent: ?(?:response\.(?:completed|failed|incomplete)|error)")
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
@@ -104,6 +104,7 @@ def parse(raw: bytes) -> CallBody:
         program_hint=("body:conversation", conversation) if conversation else None,
         chain=chain or None,
         keeps_program=store is not False,
+        upstream=without_priority(data),
     )
 
 
