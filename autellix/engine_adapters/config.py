@@ -74,6 +74,12 @@ class SidecarSettings(BaseSettings):
     default_output_reserve: int = Field(
         512, ge=1, description="output tokens counted for a call that sets no max_tokens"
     )
+    max_output_reserve: int = Field(
+        4096,
+        ge=1,
+        description="the most output tokens a call's max_tokens counts in the KV budget (clients often "
+        "ask for far more than they get)",
+    )
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8100, ge=0, le=65535, description="port to bind (0 picks a free one)")
     max_in_flight: int = Field(

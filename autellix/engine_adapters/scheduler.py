@@ -33,13 +33,17 @@ Rules:
    charge), so demotion works while a call runs; a call's reported wait is all its time before
    admission, at the gate and in the queue, never reset by a promotion.
 4. KV budget, in tokens, when the engine's cache size is known (a probe carries it): a call weighs its
-   prompt plus the output it may still generate (``max_tokens``, or a default reserve), and is admitted
+   prompt plus the output it may still generate (``max_tokens`` up to :data:`MAX_OUTPUT_RESERVE`, or
+   a default reserve), and is admitted
    only while ``held + reserved + weight <= capacity * (1 - kv_headroom)``, where ``held`` is the
    engine's KV usage at the last probe, and ``reserved`` the full weight of every call admitted since
    that probe was sent plus the output reserve of every call admitted before it and still running.
    Counting a running call's whole reserve while ``held`` already holds what it generated is
    conservative by design: it errs towards a smaller batch, never towards a preemption. An empty
-   engine always takes its first call, so nothing can block forever.
+   engine always takes its first call, so nothing can block forever. The reserve is capped because
+   clients set ``max_tokens`` far above what they get (16,000 for a 50-token answer): counted whole,
+   a few such calls would hold the engine to a batch of one. A call that does run past the cap can
+   make the engine preempt, as it could without a sidecar.
 5. Abort-and-resume preemption (``preempt``; off unless ``PreemptParams`` are given). A sidecar cannot
    make an unmodified engine preempt, but it can stop a call (close its connection: the engine frees
    its blocks and keeps the full ones in its prefix cache) and later resubmit its prompt plus the
@@ -84,6 +88,7 @@ __all__ = [
 ]
 
 DEFAULT_OUTPUT_RESERVE = 512  # tokens a call without max_tokens is expected to generate, at most
+MAX_OUTPUT_RESERVE = 4096  # the most output tokens a call's max_tokens reserves (rule 4)
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,7 +107,11 @@ class Sidecar:
 
     def call_tokens(self, call: QueuedCall, body: dict[str, Any]) -> CallTokens:
         """What the call weighs in KV: its prompt and the output it may generate (max_tokens)."""
-        reserve = requested_output_tokens(body) or self.settings.default_output_reserve
+        requested = requested_output_tokens(body)
+        if requested is None:
+            reserve = self.settings.default_output_reserve
+        else:
+            reserve = min(requested, self.settings.max_output_reserve)
         return CallTokens(call.size, reserve)
 
     def queued_call(self, context: CallContext, body: dict[str, Any]) -> QueuedCall:

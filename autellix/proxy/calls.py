@@ -10,7 +10,8 @@ relay.py move one attempt's bytes. This module runs them in order and retries. P
    the program's pin (the store's); then ``start`` in the store, which may redirect the call to the
    program's existing pin, and whose answer may come ahead of Redis's (store.py rule 2).
 3. Forward the body unchanged (but for a client's own ``priority`` field, apis/base.py rule 5) with
-   the call's priority context (``X-Autellix-*``); the client's own ``X-Autellix-*`` headers are dropped, so a client cannot forge a priority (headers.py).
+   the call's priority context (``X-Autellix-*``); the client's own ``X-Autellix-*`` headers are
+   dropped, so a client cannot forge a priority (headers.py).
 4. Before the first byte, a connection failure or a 502/503 answer ends the attempt as failed (no
    service added) and the call is routed again without that engine, after a jittered exponential
    backoff, at most ``retries`` times (exchange.py rule 2). After the first byte there is no retry: a

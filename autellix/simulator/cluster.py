@@ -66,7 +66,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from autellix.engine_adapters.admission import AdmissionWindow, EngineLoad, WindowParams
-from autellix.engine_adapters.scheduler import CallTokens, CallUsage, SidecarScheduler
+from autellix.engine_adapters.scheduler import (
+    MAX_OUTPUT_RESERVE,
+    CallTokens,
+    CallUsage,
+    SidecarScheduler,
+)
 from autellix.engine_adapters.scheduling import Admission, QueuedCall, QueuePolicy, get_policy
 from autellix.engine_adapters.scheduling.working_set import WorkingSetGate
 from autellix.loadgen.program import CallSpec, ProgramSpec
@@ -360,7 +365,7 @@ class _Cluster:
         )
         eng.waiting[call.call_id] = call
         if eng.scheduler is not None:
-            tokens = CallTokens(len(call.prompt), call.spec.output_tokens)
+            tokens = CallTokens(len(call.prompt), min(call.spec.output_tokens, MAX_OUTPUT_RESERVE))
             eng.scheduler.enter(queued, now, tokens, resumable=True)
             self.start_timers(eng)
             self.pump_soon(eng)

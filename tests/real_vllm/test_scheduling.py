@@ -223,11 +223,12 @@ def test_the_priority_field_reorders_calls_waiting_inside_vllm(
 ) -> None:
     # Window 3 over a batch of 1: calls wait *inside* vLLM, where our queue no longer orders them. Our
     # short program's call (queue level 0) enters vLLM behind long-2 (level 4): only the priority field,
-    # which the sidecar sends only when it detected the priority policy, lets it overtake there.
+    # which the sidecar sends only when it detected the priority policy, lets it overtake there. No KV
+    # budget: it would rightly keep the endless calls out of this small cache, and they must get in.
     sidecar = sidecar_factory(
         small_priority_vllm.url,
         "--engine-priority", engine_priority, "--window-mode", "fixed", "--max-in-flight", "3",
-        name=f"sidecar-priority-{engine_priority}",
+        "--no-kv-budget", name=f"sidecar-priority-{engine_priority}",
     )  # fmt: skip
     if engine_priority == "auto":
         assert wait_until(lambda: "priority field: sent" in sidecar.log_tail(200), timeout=30)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from autellix.api_errors import ApiError
 from autellix.jsonbody import MAX_DEPTH, JsonBodyError, nesting_exceeds, parse_json
-from autellix.proxy.body import parse_call_body
-from autellix.proxy.errors import ApiError
+from autellix.proxy.apis import parse_call_body
 
 
 def nested(depth: int) -> bytes:

@@ -206,7 +206,9 @@ async def test_a_clients_own_priority_never_reaches_the_backend(start_backend, s
         forwarded = json.loads(backend.bodies[-1])
         assert "priority" not in forwarded and forwarded == chat_body(temperature=0.5)
     escaped = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "\\u0070riority": -100}'
-    reply = await proxy.post("/v1/chat/completions", data=escaped, headers={"Content-Type": "application/json"})
+    reply = await proxy.post(
+        "/v1/chat/completions", data=escaped, headers={"Content-Type": "application/json"}
+    )
     assert reply.status == 200 and "priority" not in json.loads(backend.bodies[-1])
     raw = json.dumps(chat_body(), indent=3).encode()  # without one, the client's bytes pass unchanged
     reply = await proxy.post("/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"})

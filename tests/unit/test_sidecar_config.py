@@ -79,3 +79,24 @@ def test_cli_knows_the_subcommand_and_reports_bad_input(
     config.write_text("scheduler_params: {nope: 1}\n")
     assert main(["sidecar", "--config", str(config)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("body", "reserve"),
+    [
+        ({}, 512),  # no max_tokens: the default reserve
+        ({"max_tokens": 100}, 100),
+        ({"max_completion_tokens": 16000}, 4096),  # asked for far more than it will get: capped
+        ({"max_output_tokens": 9000}, 4096),  # Responses' name for it
+    ],
+)
+def test_a_calls_kv_weight_is_its_prompt_and_its_capped_output_reserve(
+    body: dict[str, object], reserve: int
+) -> None:
+    from autellix.engine_adapters.scheduling import QueuedCall
+    from autellix.engine_adapters.sidecar import Sidecar
+
+    settings = SidecarSettings.model_validate({"engine_url": "http://127.0.0.1:9", "engine_kind": "vllm"})
+    call = QueuedCall("c", "p", size=70)
+    tokens = Sidecar(settings).call_tokens(call, body)
+    assert (tokens.prompt, tokens.reserve) == (70, reserve)
