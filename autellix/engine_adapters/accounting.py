@@ -49,6 +49,7 @@ def compute_report(
     usage: Usage | None,
     ok: bool,
     fallback_output_tokens: int = 0,
+    resident: float | None = None,
 ) -> CompletionReport:
     """The completion report of one call (rules 1-5 of the module docstring)."""
     span = max(0.0, completed_at - admitted_at) if math.isfinite(completed_at - admitted_at) else 0.0
@@ -65,6 +66,7 @@ def compute_report(
         cached_tokens=usage.cached_tokens if usage is not None else 0,
         output_tokens=output,
         ok=ok,
+        resident=resident,
     )
 
 

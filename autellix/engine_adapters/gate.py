@@ -92,6 +92,11 @@ class AdmissionGate:
     def waiting(self) -> int:
         return len(self._pending)
 
+    def resident_fraction(self) -> float | None:
+        """The working-set gate's residents' KV as a share of the cache (None: no gate, or size unknown)."""
+        gate = self.scheduler.gate
+        return gate.resident_fraction() if gate is not None else None
+
     def now(self) -> float:
         return self._clock()
 

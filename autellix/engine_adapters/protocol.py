@@ -122,6 +122,9 @@ class CompletionReport:
     cached_tokens: int = 0
     output_tokens: int = 0
     ok: bool = True  # False: aborted or failed; the measured time still counts as service
+    # the sidecar's working set when the call ended: resident programs' KV / the cache (None: no gate
+    # or cache size unknown); the residency router spreads new programs by it
+    resident: float | None = None
 
     def to_json(self) -> str:
         # Built by hand: dataclasses.asdict deep-copies and costs ~30 µs on the per-call hot path.
@@ -134,6 +137,8 @@ class CompletionReport:
             "output_tokens": self.output_tokens,
             "ok": self.ok,
         }
+        if self.resident is not None:
+            fields["resident"] = self.resident
         return json.dumps(fields, separators=(",", ":"))
 
     def sse_line(self) -> bytes:
@@ -157,6 +162,7 @@ def decode_report(raw: str | bytes) -> CompletionReport:
             cached_tokens=int(data.get("cached_tokens", 0)),
             output_tokens=int(data.get("output_tokens", 0)),
             ok=bool(data.get("ok", True)),
+            resident=None if data.get("resident") is None else float(data["resident"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"completion report is missing or has a bad field: {exc}") from exc
@@ -164,6 +170,8 @@ def decode_report(raw: str | bytes) -> CompletionReport:
         raise ProtocolError("completion report times must be finite")
     if report.queue_wait < 0 or report.exec_time < 0:
         raise ProtocolError("completion report times must be non-negative")
+    if report.resident is not None and not (math.isfinite(report.resident) and report.resident >= 0):
+        raise ProtocolError("completion report resident share must be a finite number >= 0")
     return report
 
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -106,7 +105,18 @@ async def forward_call(
     headers = forward_headers(request.headers)
     headers["Content-Type"] = "application/json"
     gate = sidecar.gate
-    report_for = partial(compute_report, call_id, our_queue_wait=admission.waited, admitted_at=gate.now())
+    admitted_at = gate.now()
+
+    def report_for(**outcome: Any) -> CompletionReport:
+        # the working set as it stands when the call ends, for the proxy's residency router
+        return compute_report(
+            call_id,
+            our_queue_wait=admission.waited,
+            admitted_at=admitted_at,
+            resident=gate.resident_fraction(),
+            **outcome,
+        )
+
     try:
         upstream = await sidecar.client.request("POST", path, data, headers)
     except EngineUnavailable as exc:
@@ -139,7 +149,7 @@ async def forward_call(
 async def _relay_whole(
     sidecar: Sidecar,
     upstream: aiohttp.ClientResponse,
-    report_for: partial[CompletionReport],
+    report_for: Callable[..., CompletionReport],
     rules: ApiRules,
 ) -> tuple[web.StreamResponse, bool, CompletionReport]:
     gate = sidecar.gate
@@ -178,7 +188,7 @@ async def _relay_stream(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     client_wants_usage: bool,
-    report_for: partial[CompletionReport],
+    report_for: Callable[..., CompletionReport],
     rules: ApiRules,
 ) -> tuple[web.StreamResponse, bool, bool, CompletionReport]:
     """Relay an SSE stream; returns the response, whether the call ended normally, whether the

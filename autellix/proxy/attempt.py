@@ -5,6 +5,9 @@ and relay.py move its bytes); the :class:`Ledger` turns its outcome into the pro
 the sidecar's completion report when one came (the ``X-Autellix-Report`` header or the SSE comment
 line), else the proxy's own measurement (calls.py rule 5). A report that does not decode is logged
 and ignored (the measurement counts instead); every finish is counted by where its figures came from.
+A report's resident share (the sidecar's working set, when it runs a gate) is kept per engine for the
+residency router, for :data:`RESIDENT_FRESH_SECONDS`: an engine that stopped reporting counts as
+unreported, not as the share it had then.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from .programs import CallFinish
 from .store import ProgramStore
 
 log = logging.getLogger("autellix.proxy.forward")
+
+RESIDENT_FRESH_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -46,6 +51,16 @@ class Ledger:
         self.store = store
         self.metrics = metrics
         self.background = background
+        self._resident: dict[str, tuple[float, float]] = {}  # engine -> (share, monotonic time)
+
+    def resident(self, engine_id: str, now: float | None = None) -> float | None:
+        """The engine's last reported resident share while it is fresh, else None."""
+        seen = self._resident.get(engine_id)
+        if seen is None:
+            return None
+        share, at = seen
+        current = time.monotonic() if now is None else now
+        return share if current - at <= RESIDENT_FRESH_SECONDS else None
 
     def report(self, raw: str | bytes | None) -> CompletionReport | None:
         """The sidecar's report, or None (measured: no report came; invalid: it did not decode)."""
@@ -74,6 +89,8 @@ class Ledger:
         """The attempt's finish, recorded (or sent, in order) before this returns (store.py rule 4)."""
         attempt.finished = True
         if report is not None:
+            if attempt.engine and report.resident is not None:
+                self._resident[attempt.engine] = (report.resident, time.monotonic())
             if attempt.engine:  # the fleet's prefix-cache hit rate, as the sidecars report it
                 self.metrics.child(self.metrics.prompt_tokens, attempt.engine).inc(
                     max(0, report.prompt_tokens)

@@ -139,6 +139,7 @@ class CallPath:
                     b.engine_id,
                     healthy=b.healthy and b.engine_id not in excluded and required in (None, b.engine_id),
                     outstanding=store.loads.get(b.engine_id, 0),
+                    resident=self.ledger.resident(b.engine_id),
                 )
                 for b in serving
             ]

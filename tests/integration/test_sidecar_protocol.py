@@ -103,6 +103,24 @@ def test_report_reaches_the_client_and_the_sdk_sees_an_unchanged_api(
     assert [m.id for m in models.data] == ["sim-llama"]
 
 
+def test_a_gated_sidecars_reports_carry_its_working_set(
+    sim_engine_factory: SimEngineFactory, sidecar_factory: SidecarFactory
+) -> None:
+    engine = sim_engine_factory(*UNIT)
+    plain = sidecar_factory(engine.url, "--engine-kind", "sim")
+    gated = sidecar_factory(
+        engine.url, "--engine-kind", "sim", "--working-set", "las", "--kv-capacity-tokens", "10000"
+    )
+    body = {"model": "sim-llama", "prompt": list(range(100, 300)), "max_tokens": 5, "ignore_eos": True}
+    headers = {protocol.PROGRAM_ID: "p-resident"}
+    reply = httpx.post(gated.url + "/v1/completions", json=body, headers=headers, timeout=30)
+    report = protocol.decode_report(reply.headers["x-autellix-report"])
+    # the program stays resident after its call (its TTL): 200 prompt + 5 output tokens of 10,000
+    assert report.resident is not None and 0.02 <= report.resident <= 0.03
+    reply = httpx.post(plain.url + "/v1/completions", json=body, headers=headers, timeout=30)
+    assert protocol.decode_report(reply.headers["x-autellix-report"]).resident is None
+
+
 def test_stream_carries_the_report_as_a_comment_just_before_done(
     sim_engine_factory: SimEngineFactory, sidecar_factory: SidecarFactory
 ) -> None:

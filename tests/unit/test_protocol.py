@@ -62,11 +62,21 @@ def test_report_round_trips(wait: float, exec_time: float, tokens: int, ok: bool
         '{"call_id": "c"}',
         '{"call_id": "c", "queue_wait": -1, "exec_time": 1}',
         '{"call_id": "c", "queue_wait": "x", "exec_time": 1}',
+        '{"call_id": "c", "queue_wait": 0, "exec_time": 1, "resident": -0.5}',
+        '{"call_id": "c", "queue_wait": 0, "exec_time": 1, "resident": "lots"}',
+        '{"call_id": "c", "queue_wait": 0, "exec_time": 1, "resident": NaN}',
     ],
 )
 def test_bad_reports_are_rejected(raw: str) -> None:
     with pytest.raises(ProtocolError):
         protocol.decode_report(raw)
+
+
+def test_a_reports_resident_share_travels_only_when_the_sidecar_has_one() -> None:
+    plain = CompletionReport("c1", 0.0, 1.0)
+    assert "resident" not in plain.to_json() and protocol.decode_report(plain.to_json()).resident is None
+    gated = CompletionReport("c1", 0.0, 1.0, resident=1.25)  # may pass 1: residents overcommit
+    assert protocol.decode_report(gated.to_json()) == gated
 
 
 def test_internal_headers_are_stripped_case_insensitively() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ class FakeBackend:
     model: str = "m"
     seen: list[dict[str, str]] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    resident: float | None = None  # the working-set share its reports carry
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -65,7 +67,9 @@ class FakeBackend:
         self.bodies.append(request.body or b"")
         body = json.loads(request.body or b"{}")
         call_id = request.headers.get("X-Autellix-Call-Id", "?")
-        report = CompletionReport(call_id, queue_wait=0.5, exec_time=2.0, prompt_tokens=7, output_tokens=2)
+        report = CompletionReport(
+            call_id, queue_wait=0.5, exec_time=2.0, prompt_tokens=7, output_tokens=2, resident=self.resident
+        )
         if self.mode == "503":
             return MockReply.json({"error": {"message": "overloaded"}}, status=503)
         if self.mode == "401":  # an engine started with --api-key that does not like the key it got
@@ -185,6 +189,31 @@ async def test_non_streaming_strips_internal_headers_and_applies_the_report(
     assert (state["service_plas"], state["calls_completed"]) == (4.0, 2)
     # the second call carried the service of the first in its priority context
     assert float(backend.seen[1]["X-Autellix-Program-Service"]) == 2.0
+
+
+async def test_the_residency_router_sends_new_programs_where_the_sidecars_report_room(
+    start_backend, start_proxy
+) -> None:
+    full, roomy = await start_backend(resident=0.9), await start_backend(resident=0.1)
+    proxy = await start_proxy({"full": url_of(full), "roomy": url_of(roomy)}, router="residency")
+    ledger = proxy.server.app[PROXY].calls.ledger
+    store = proxy.server.app[PROXY].calls.store
+
+    async def settled() -> None:  # the app's once-a-second refresh of the fleet's loads (store.py rule 5)
+        store.refresh_loads(await store.engine_loads())
+
+    for n in range(4):  # an engine that has not reported counts as empty: both report within a few
+        if ledger.resident("full") is not None and ledger.resident("roomy") is not None:
+            break
+        await proxy.post("/v1/chat/completions", json=chat_body(), headers={"X-Program-Id": f"warm-{n}"})
+        await settled()
+    assert ledger.resident("full") == 0.9 and ledger.resident("roomy") == 0.1
+    seen = len(roomy.seen)
+    for n in range(4):  # new programs, no load anywhere: the resident share decides
+        await proxy.post("/v1/chat/completions", json=chat_body(), headers={"X-Program-Id": f"new-{n}"})
+        await settled()
+    assert len(roomy.seen) == seen + 4
+    assert ledger.resident("full", now=time.monotonic() + 31) is None  # stale: counts as unreported
 
 
 async def test_a_client_cannot_forge_the_priority_context(start_backend, start_proxy) -> None:
