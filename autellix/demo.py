@@ -6,7 +6,8 @@ What it does, all with real processes (DESIGN.md §1, §5):
    paper's Mixed, reference.md §2), scaled down so that two cores can stream it: ShareGPT prompts
    capped, tree searches shorter than the paper's.
 2. For each setup -- the *baseline* (FCFS sidecars, FCFS engines, round-robin router: today's
-   program-unaware serving) and *autellix* (ATLAS sidecars, priority engines, the locality router) --
+   program-unaware serving) and *autellix* (ATLAS sidecars behind the KV working-set gate and budget,
+   the sidecar's defaults; priority engines; the locality router) --
    starts ``--engines`` simulated engines, one sidecar per engine and one proxy (in-memory program table,
    or ``--redis-url``) on free loopback ports, runs every program through the proxy with the live load
    generator (loadgen/runner.py), and stops them all (also on Ctrl-C or SIGTERM; the services also get
@@ -70,7 +71,8 @@ def setups(settings: DemoSettings) -> tuple[Setup, Setup]:
     return (
         Setup("baseline", "FCFS sidecars, FCFS engines, round-robin router", "fcfs", "fcfs", "round_robin",
               baseline),
-        Setup("autellix", f"{settings.scheduler.upper()} sidecars, priority engines, locality router",
+        Setup("autellix",
+              f"{settings.scheduler.upper()} sidecars (working-set gate), priority engines, locality router",
               "priority", settings.scheduler, "autellix", aware),
     )  # fmt: skip
 
@@ -143,6 +145,8 @@ def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: Serv
     group.start_all(engines)
     sidecar_args = ["--engine-kind", "sim", "--scheduler", setup.scheduler, "--window-mode", "fixed",
                     "--max-in-flight", str(settings.max_num_seqs + 2), "--log-level", "warning"]  # fmt: skip
+    if setup.preset.working_set is None:  # the baseline: no working-set gate, no KV budget (the defaults)
+        sidecar_args += ["--working-set", "off", "--no-kv-budget"]
     sidecars = [_service("sidecar", log_dir, ["--engine-url", e.url, *sidecar_args],
                         f"{setup.name}-sidecar-{i}")
                 for i, e in enumerate(engines)]  # fmt: skip

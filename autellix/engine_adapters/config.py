@@ -50,10 +50,10 @@ class SidecarSettings(BaseSettings):
         "{boundaries: [0, 0.5, 1, 2], beta: 10, service_floor: 0.1}",
     )
     working_set: Literal["off", "las", "fifo"] = Field(
-        "off",
+        "las",
         description="KV working-set gate: let a new program's calls in only while the resident programs' "
         "histories fit the engine's KV cache (las: least-served program first, fifo: oldest first); off: "
-        "no gate (scheduling/working_set.py)",
+        "no gate (scheduling/working_set.py). Open while the cache size is unknown",
     )
     working_set_params: dict[str, Any] | None = Field(
         None,

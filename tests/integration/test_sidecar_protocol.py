@@ -107,10 +107,8 @@ def test_a_gated_sidecars_reports_carry_its_working_set(
     sim_engine_factory: SimEngineFactory, sidecar_factory: SidecarFactory
 ) -> None:
     engine = sim_engine_factory(*UNIT)
-    plain = sidecar_factory(engine.url, "--engine-kind", "sim")
-    gated = sidecar_factory(
-        engine.url, "--engine-kind", "sim", "--working-set", "las", "--kv-capacity-tokens", "10000"
-    )
+    plain = sidecar_factory(engine.url, "--engine-kind", "sim", "--working-set", "off")
+    gated = sidecar_factory(engine.url, "--engine-kind", "sim", "--kv-capacity-tokens", "10000")
     body = {"model": "sim-llama", "prompt": list(range(100, 300)), "max_tokens": 5, "ignore_eos": True}
     headers = {protocol.PROGRAM_ID: "p-resident"}
     reply = httpx.post(gated.url + "/v1/completions", json=body, headers=headers, timeout=30)

@@ -113,6 +113,10 @@ def test_reports_carry_vllms_token_counts_including_cached_tokens(
     assert hits_after - hits_before >= cached + stream_report.cached_tokens
 
 
+def metrics_page(url: str) -> str:
+    return httpx.get(url + "/metrics", timeout=5).text
+
+
 def test_the_vllm_adapter_reads_this_versions_metrics(
     tiny_vllm: VllmServer, sidecar_factory: ServiceFactory
 ) -> None:
@@ -132,6 +136,16 @@ def test_the_vllm_adapter_reads_this_versions_metrics(
     page = httpx.get(sidecar.url + "/metrics", timeout=5).text
     assert metric_value(page, "autellix_sidecar_engine_running") == 0
     assert metric_value(page, "autellix_sidecar_probe_failures_total") == 0
+    # The KV cache's size in tokens comes from vllm:cache_config_info (num_gpu_blocks x block_size);
+    # with it the working-set gate (on by default) weighs programs, and reports carry its share.
+    capacity = load.kv_capacity_tokens
+    assert capacity is not None and capacity > 1000
+    assert wait_until(lambda: "autellix_sidecar_kv_capacity_tokens" in metrics_page(sidecar.url), 10)
+    assert metric_value(metrics_page(sidecar.url), "autellix_sidecar_kv_capacity_tokens") == capacity
+    body = {"model": tiny_vllm.model, "prompt": "hello " * 50, "max_tokens": 4, "ignore_eos": True}
+    reply = httpx.post(sidecar.url + "/v1/completions", json=body, timeout=60)
+    report = decode_report(reply.headers[REPORT_HEADER])
+    assert report.resident is not None and 0 < report.resident * capacity <= report.prompt_tokens + 4 + 16
 
 
 def test_priority_is_never_sent_to_a_server_that_cannot_prove_its_policy(

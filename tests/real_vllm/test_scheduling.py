@@ -224,11 +224,12 @@ def test_the_priority_field_reorders_calls_waiting_inside_vllm(
     # Window 3 over a batch of 1: calls wait *inside* vLLM, where our queue no longer orders them. Our
     # short program's call (queue level 0) enters vLLM behind long-2 (level 4): only the priority field,
     # which the sidecar sends only when it detected the priority policy, lets it overtake there. No KV
-    # budget: it would rightly keep the endless calls out of this small cache, and they must get in.
+    # budget and no working-set gate: they would rightly keep endless calls out of this small cache,
+    # and these must get in.
     sidecar = sidecar_factory(
         small_priority_vllm.url,
         "--engine-priority", engine_priority, "--window-mode", "fixed", "--max-in-flight", "3",
-        "--no-kv-budget", name=f"sidecar-priority-{engine_priority}",
+        "--no-kv-budget", "--working-set", "off", name=f"sidecar-priority-{engine_priority}",
     )  # fmt: skip
     if engine_priority == "auto":
         assert wait_until(lambda: "priority field: sent" in sidecar.log_tail(200), timeout=30)
@@ -263,7 +264,7 @@ def test_plas_lets_a_short_program_overtake_a_long_programs_queued_calls(
     sidecar = sidecar_factory(
         small_priority_vllm.url,
         "--scheduler", scheduler, "--window-mode", "fixed", "--max-in-flight", "1",
-        "--tick-interval", "0.01", name=f"sidecar-{scheduler}",
+        "--tick-interval", "0.01", "--working-set", "off", name=f"sidecar-{scheduler}",
     )  # fmt: skip
 
     def play(scenario: Scenario) -> list[str]:
