@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -28,13 +28,26 @@ from aiohttp import web
 from autellix.api_errors import ApiError, ErrorShape
 from autellix.engine_adapters.accounting import Usage, compute_report
 from autellix.engine_adapters.apis import BY_PATH, ApiRules
+from autellix.engine_adapters.base import EngineAdapter
+from autellix.engine_adapters.gate import AdmissionGate
+from autellix.engine_adapters.metrics import SidecarMetrics
 from autellix.engine_adapters.protocol import HEADER_PREFIX, REPORT_HEADER, CompletionReport
 from autellix.engine_adapters.scheduling import Admission
 from autellix.engine_adapters.sse import SseRelay
-from autellix.engine_adapters.upstream import EngineUnavailable, forward_headers
+from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable, forward_headers
 
-if TYPE_CHECKING:
-    from autellix.engine_adapters.sidecar import Sidecar
+
+class Sidecar(Protocol):
+    """What the relay uses of the sidecar (sidecar.py's ``Sidecar`` is one): the relay depends on this,
+    not on the module that calls it, so the two import one way."""
+
+    adapter: EngineAdapter
+    client: EngineClient
+    gate: AdmissionGate
+    metrics: SidecarMetrics
+
+    def engine_priority(self, level: int) -> int | None: ...
+
 
 DRAIN_SECONDS = 2.0  # an engine that keeps a stream open after [DONE] loses the connection, not the call
 
