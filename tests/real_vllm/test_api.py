@@ -145,7 +145,10 @@ def test_the_vllm_adapter_reads_this_versions_metrics(
     body = {"model": tiny_vllm.model, "prompt": "hello " * 50, "max_tokens": 4, "ignore_eos": True}
     reply = httpx.post(sidecar.url + "/v1/completions", json=body, timeout=60)
     report = decode_report(reply.headers[REPORT_HEADER])
-    assert report.resident is not None and 0 < report.resident * capacity <= report.prompt_tokens + 4 + 16
+    # The report is written while the call is still in the gate, where a prompt the proxy sent no
+    # estimate for weighs characters / 4 (300 / 4) until the engine's usage replaces it at leave.
+    held = report.resident * capacity if report.resident is not None else 0.0
+    assert 0 < held <= max(report.prompt_tokens, 300 // 4) + 4 + 16
 
 
 def test_priority_is_never_sent_to_a_server_that_cannot_prove_its_policy(
