@@ -192,6 +192,7 @@ class WorkingSetGate:
         self._stamp = 0
         self._clock = -math.inf
         self._admitted = self._displaced = self._expired = self._promoted = 0
+        self._tokens: int | None = None  # resident_tokens(), until a resident's calls or context change
 
     # ----- configuration -----------------------------------------------------------------------------
 
@@ -224,6 +225,7 @@ class WorkingSetGate:
         if resident is not None and not self._expired_now(resident, now):
             self._learn_gap(resident, now)
             resident.active[call.call_id] = (call.prompt_tokens, call.reserve_tokens)
+            self._tokens = None
             resident.service = max(resident.service, call.service)
             return True
         if resident is not None:
@@ -231,6 +233,7 @@ class WorkingSetGate:
         if self._capacity is None:
             resident = self._make_resident(pid, now)
             resident.active[call.call_id] = (call.prompt_tokens, call.reserve_tokens)
+            self._tokens = None
             resident.service = call.service
             return True
         waiting = self._waiting.get(pid)
@@ -312,6 +315,7 @@ class WorkingSetGate:
         if resident is None:
             return
         prompt, _ = resident.active.pop(call_id, (0, 0))
+        self._tokens = None
         resident.running.discard(call_id)
         if math.isfinite(exec_time) and exec_time > 0:
             resident.served += exec_time
@@ -334,9 +338,12 @@ class WorkingSetGate:
         return tuple(call_id for w in order for call_id in w.calls)
 
     def resident_tokens(self) -> int:
-        residents = self._residents.values()
-        own = sum(r.footprint() for r in residents)
-        return own + max((r.shared or 0 for r in residents), default=0)
+        # Cached: the shells ask at every admission decision, and the sum runs over every resident.
+        if self._tokens is None:
+            residents = self._residents.values()
+            own = sum(r.footprint() for r in residents)
+            self._tokens = own + max((r.shared or 0 for r in residents), default=0)
+        return self._tokens
 
     def resident_fraction(self) -> float | None:
         """The residents' footprint as a share of the cache (None: capacity unknown)."""
@@ -406,6 +413,7 @@ class WorkingSetGate:
     def _make_resident(self, pid: str, now: float) -> _Resident:
         resident = _Resident(pid, now)
         self._residents[pid] = resident
+        self._tokens = None
         self._admitted += 1
         return resident
 
@@ -415,6 +423,7 @@ class WorkingSetGate:
         resident.service = waiting.service
         for call in waiting.calls.values():
             resident.active[call.call_id] = (call.prompt_tokens, call.reserve_tokens)
+        self._tokens = None
         return list(waiting.calls)
 
     def _victim(self, head: _Waiting) -> str | None:
@@ -442,6 +451,7 @@ class WorkingSetGate:
 
     def _displace(self, pid: str, now: float) -> list[str]:
         resident = self._residents.pop(pid)
+        self._tokens = None
         self._displaced += 1
         calls = list(resident.active)
         if not calls:
@@ -465,6 +475,7 @@ class WorkingSetGate:
 
     def _expire(self, pid: str) -> None:
         del self._residents[pid]
+        self._tokens = None
         self._expired += 1
 
     def _expire_idle(self, now: float) -> None:
