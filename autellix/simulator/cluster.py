@@ -259,7 +259,12 @@ class _Cluster:
         states: list[_Program] = []
         for spec in programs:
             record = ProgramRecord(
-                spec.program_id, spec.workload, spec.kind, spec.arrival_time, spec.num_calls
+                spec.program_id,
+                spec.workload,
+                spec.kind,
+                spec.arrival_time,
+                spec.num_calls,
+                expected_tokens=spec.total_output_tokens,
             )
             state = _Program(
                 spec,
@@ -679,7 +684,7 @@ def simulate(
         programs=records,
         calls=calls,
         engines=engines,
-        summary=summarize(records, calls, engines),
+        summary=summarize(records, calls, engines, horizon=cluster.now),
         end_time=cluster.now,
         events=cluster.events,
         policy_preemptions=cluster.policy_preemptions,

@@ -46,6 +46,21 @@ def test_throughput_is_read_off_the_curve_where_it_crosses_the_bound() -> None:
     assert fig["ratios"] == {"vllm": pytest.approx(2.0 / 1.5, rel=1e-3)}
 
 
+def test_a_straggler_the_horizon_cut_off_is_not_overload() -> None:
+    def run(system: str, rate: float, mean: float, incomplete: int) -> dict[str, object]:
+        row = fake_row(system, rate, mean)
+        summary = row["summary"]
+        assert isinstance(summary, dict)
+        summary.update(programs=100, programs_completed=100 - incomplete, programs_incomplete=incomplete)
+        return row
+
+    rows = [
+        run("a", 1.0, 0.01, 0), run("a", 2.0, 0.015, 1),  # 1 of 100: a long program the drain cut off
+        run("a", 3.0, 0.019, 20),  # a fifth: the system did not keep up
+    ]  # fmt: skip
+    assert throughput_at_latency(rows, "mean", 2.0)["w"]["throughput"] == {"a": 2.0}
+
+
 def test_programs_for_rate_keeps_arrivals_within_duration() -> None:
     from autellix.loadgen.arrivals import make_workload
 
