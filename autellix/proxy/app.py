@@ -51,7 +51,7 @@ from .apis import APIS, Api, error_shape_of
 from .attempt import Ledger
 from .backends import BackendPool
 from .background import BackgroundTasks
-from .calls import CallPath, CallSettings
+from .calls import TENANT, CallPath, CallSettings, tenant_of
 from .config import ProxySettings
 from .exchange import Exchange
 from .failover import FailoverTable, LocalProgramTable
@@ -64,6 +64,7 @@ from .programs.redis_table import RedisProgramTable
 from .relay import StreamRelay
 from .routing import get_router
 from .store import ProgramStore, StoreEvents
+from .tenants import OPEN_TENANT, ProgramIds, ProgramIdSigner, Tenant, UnsignedProgramId, load_secret
 from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger("autellix.proxy")
@@ -85,6 +86,7 @@ class Proxy:
     passthrough: Passthrough
     background: BackgroundTasks
     replica_id: str
+    ids: ProgramIds
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 "%s API key: %s %s from %s", result.verdict, request.method, request.path, request.remote
             )
             raise unauthorized(result.message, result.challenge)
+        if result.key_id is not None:
+            request[TENANT] = Tenant(result.key_id)
     credential = "Authorization" in request.headers or "x-api-key" in request.headers
     if not guard.forward_authorization and credential:
         try:
@@ -166,6 +170,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except UnicodeEncodeError:
             raise bad_request("Request headers must be UTF-8", code="invalid_headers") from None
     return await handler(request)
+
+
+def make_ids(settings: ProxySettings) -> ProgramIds:
+    """tenants.py rules 4-5: the signer the settings ask for (a random secret if required but unset)."""
+    secret = load_secret(settings.program_id_secret, settings.program_id_secret_file)
+    if secret is None and settings.require_signed_ids:
+        log.warning(
+            "--require-signed-ids without --program-id-secret: a random secret for this process; signed "
+            "ids will not survive a restart or work on another replica"
+        )
+        secret = secrets.token_bytes(32)
+    signer = ProgramIdSigner(secret) if secret is not None else None
+    return ProgramIds(signer, settings.require_signed_ids)
 
 
 async def reload_key_file(guard: Guard, settings: ProxySettings) -> None:
@@ -222,20 +239,29 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def program_json(state: ProgramState) -> dict[str, Any]:
+def program_json(state: ProgramState, tenant: Tenant = OPEN_TENANT) -> dict[str, Any]:
     data = asdict(state)
-    data["id"] = data.pop("program_id")
+    data["id"] = tenant.client_id(data.pop("program_id"))
     data["object"] = "program"
     data["last_activity"] = state.last_activity
     data["threads"] = sorted({call.thread_id or "" for call in state.in_flight})
     return data
 
 
-def _program_id(request: web.Request) -> str:
+def _program_id(request: web.Request) -> tuple[str, str]:
+    """The path's program id as the client named it, and its table id (tenants.py rules 2, 4)."""
     try:
-        return check_id(request.match_info["program_id"], "program id")
+        program_id = check_id(request.match_info["program_id"], "program id")
     except IdentityError as exc:
         raise bad_request(str(exc), param="id", code="invalid_program_id") from None
+    return program_id, table_id(request, program_id, "id")
+
+
+def table_id(request: web.Request, program_id: str, param: str) -> str:
+    try:
+        return request.app[PROXY].ids.table_id(tenant_of(request), program_id)
+    except UnsignedProgramId as exc:
+        raise ApiError(403, str(exc), code="unsigned_program_id", param=param) from None
 
 
 async def create_program(request: web.Request) -> web.Response:
@@ -257,29 +283,34 @@ async def create_program(request: web.Request) -> web.Response:
             program_id = check_id(requested, "id")
         except IdentityError as exc:
             raise bad_request(str(exc), param="id", code="invalid_program_id") from None
+        longest = proxy.ids.max_requested_length
+        if len(program_id) > longest:  # its signed form would not fit (tenants.py rule 4)
+            message = f"id must be at most {longest} characters when ids are signed, got {len(program_id)}"
+            raise bad_request(message, param="id", code="invalid_program_id")
     else:
         program_id = f"prog-{secrets.token_hex(12)}"
-    created = await proxy.store.create(program_id, time.time())
+    tenant = tenant_of(request)
+    program_id = proxy.ids.issue(tenant, program_id)
+    created = await proxy.store.create(tenant.table_id(program_id), time.time())
     return web.json_response({"id": program_id, "object": "program", "created": created}, status=201)
 
 
 async def get_program(request: web.Request) -> web.Response:
-    program_id = _program_id(request)
-    state = await request.app[PROXY].store.get(program_id)
+    program_id, table = _program_id(request)
+    state = await request.app[PROXY].store.get(table)
     if state is None:
         raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
-    return web.json_response(program_json(state))
+    return web.json_response(program_json(state, tenant_of(request)))
 
 
 async def delete_program(request: web.Request) -> web.Response:
     proxy = request.app[PROXY]
-    program_id = _program_id(request)
-    state = await proxy.store.end(program_id, time.time(), deleted=True)
+    program_id, table = _program_id(request)
+    state = await proxy.store.end(table, time.time(), deleted=True)
     if state is None:
         raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
-    return web.json_response(
-        {"id": program_id, "object": "program", "deleted": True, "state": program_json(state)}
-    )
+    body = {"id": program_id, "object": "program", "deleted": True}
+    return web.json_response({**body, "state": program_json(state, tenant_of(request))})
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
@@ -399,6 +430,7 @@ def create_app(
                 log.info("program table in Redis at %s (replica %s)", settings.redis_url, replica_id)
         metrics.table_degraded.set(1 if store.degraded else 0)
         router = get_router(settings.router_config(), rng=random.Random(0))
+        ids = make_ids(settings)
         ledger = Ledger(store, metrics, background)
         exchange = Exchange(
             upstream,
@@ -415,13 +447,13 @@ def create_app(
             exchange,
             ledger,
             metrics,
-            CallSettings(settings.retries, settings.retry_backoff, frozenset(settings.program_kinds)),
+            CallSettings(settings.retries, settings.retry_backoff, frozenset(settings.program_kinds), ids),
             replica_id,
             random.Random(),
         )
         passthrough = Passthrough(upstream, pool, store)
         app[PROXY] = Proxy(
-            settings, metrics, upstream, pool, store, calls, passthrough, background, replica_id
+            settings, metrics, upstream, pool, store, calls, passthrough, background, replica_id, ids
         )
         await pool.check_all()
 

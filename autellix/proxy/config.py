@@ -131,6 +131,23 @@ class ProxySettings(BaseSettings):
         "(for sidecars or engines started with an API key)",
     )
 
+    program_id_secret: str | None = Field(
+        None,
+        repr=False,
+        min_length=16,
+        description="secret of the HMAC tag that POST /v1/programs adds to the ids it returns (every "
+        "replica needs the same); none and no file: ids are not signed, unless --require-signed-ids "
+        "(then a random secret per process)",
+    )
+    program_id_secret_file: str | None = Field(
+        None, description="file holding --program-id-secret (a mounted Secret; at least 16 bytes)"
+    )
+    require_signed_ids: bool = Field(
+        False,
+        description="reject a program id that POST /v1/programs did not sign (403): no client can name "
+        "a program it was not given",
+    )
+
     _api_keys = field_validator("api_key", mode="before")(staticmethod(parse_key_list))
     _api_key_file = field_validator("api_key_file", mode="before")(staticmethod(key_file_setting))
     _backend_api_key = field_validator("backend_api_key", mode="before")(staticmethod(optional_key))
@@ -163,8 +180,21 @@ class ProxySettings(BaseSettings):
             raise ValueError("must be non-empty and contain no braces")
         return value
 
+    @field_validator("program_id_secret_file")
+    @classmethod
+    def _secret_file(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        from autellix.proxy.tenants import read_secret_file
+
+        read_secret_file(value)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:
+        if self.program_id_secret is not None and self.program_id_secret_file is not None:
+            raise ValueError("give --program-id-secret or --program-id-secret-file, not both")
         if self.stuck_ttl < self.program_ttl:
             raise ValueError(f"stuck_ttl ({self.stuck_ttl}) must be >= program_ttl ({self.program_ttl})")
         self.router_config()  # an unknown router, parameter or weight: one clear line
