@@ -11,11 +11,13 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/resp
 ``GET /v1/models`` (the union of the backends' models), ``POST /v1/programs`` (start a program:
 ``{"id": ...}``), ``GET /v1/programs/{id}`` (its state, for operators), ``DELETE /v1/programs/{id}``
 (end it), ``GET /health`` (liveness),
-``GET /ready`` (a healthy backend and a reachable table), ``GET /metrics`` (Prometheus).
+``GET /ready`` (a healthy backend and a reachable table), ``GET /metrics`` (Prometheus),
+``GET``/``POST /admin/backends`` and ``DELETE /admin/backends/{name}`` (admin.py).
 
 Background tasks: backend health checks (every ``health_check_interval``); table maintenance every
 second (lease renewal, Redis probe and recovery while degraded, the fleet's loads); program gc every
-``gc_interval``; with ``--api-key-file``, a re-read of the key file every ``KEY_FILE_RELOAD_SECONDS``.
+``gc_interval``; with ``--api-key-file``, a re-read of the key file every ``KEY_FILE_RELOAD_SECONDS``;
+per ``--backend-dns`` name, a resolution every ``dns_interval`` (dns_watch.py; the first before serving).
 
 API keys (auth.py): the auth middleware runs inside the error middleware, so a 401 is OpenAI-style JSON
 and is counted by route and status like any answer, and before any handler, so a rejected call never
@@ -47,12 +49,14 @@ from autellix.auth import KeyRing, bearer, forwards_client_authorization, read_k
 from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.serving import reload_keys, run_service, serve_app
 
+from .admin import BackendAdmin
 from .apis import APIS, Api, error_shape_of
 from .attempt import Ledger
 from .backends import BackendPool
 from .background import BackgroundTasks
 from .calls import TENANT, CallPath, CallSettings, tenant_of
 from .config import ProxySettings
+from .dns_watch import DnsWatch, make_resolver
 from .exchange import Exchange
 from .failover import FailoverTable, LocalProgramTable
 from .headers import without_authorization
@@ -87,6 +91,7 @@ class Proxy:
     background: BackgroundTasks
     replica_id: str
     ids: ProgramIds
+    admin: BackendAdmin
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +220,21 @@ async def stored_response(request: web.Request) -> web.StreamResponse:
 async def count_tokens(request: web.Request) -> web.StreamResponse:
     """``POST /v1/messages/count_tokens`` (passthrough.py rule 2)."""
     return await request.app[PROXY].passthrough.any_backend(request)
+
+
+async def admin_list(request: web.Request) -> web.Response:
+    """admin.py rule 1."""
+    return await request.app[PROXY].admin.list(request)
+
+
+async def admin_add(request: web.Request) -> web.Response:
+    """admin.py rule 2."""
+    return await request.app[PROXY].admin.add(request)
+
+
+async def admin_remove(request: web.Request) -> web.Response:
+    """admin.py rule 3."""
+    return await request.app[PROXY].admin.remove(request)
 
 
 async def models(request: web.Request) -> web.Response:
@@ -419,8 +439,16 @@ def create_app(
             failure_threshold=settings.health_failure_threshold,
             success_threshold=settings.health_success_threshold,
             on_change=on_backend,
+            on_remove=lambda backend: metrics.forget_engine(backend.engine_id),
         )
         background = BackgroundTasks()
+        resolver = make_resolver(settings.dns_nameserver, min(2.0, settings.dns_interval))
+        watches = [
+            DnsWatch(pool, resolver, name, port, lambda b: background.spawn(pool.check_new(b)))
+            for name, port in settings.dns_targets()
+        ]
+        for watch in watches:  # the first answer before serving, as the first health checks
+            await watch.refresh()
         store = build_store(settings, replica_id, metrics, background)
         if store.redis is None:
             log.info("no --redis-url: programs live in this process's memory (one replica only)")
@@ -453,7 +481,17 @@ def create_app(
         )
         passthrough = Passthrough(upstream, pool, store)
         app[PROXY] = Proxy(
-            settings, metrics, upstream, pool, store, calls, passthrough, background, replica_id, ids
+            settings,
+            metrics,
+            upstream,
+            pool,
+            store,
+            calls,
+            passthrough,
+            background,
+            replica_id,
+            ids,
+            BackendAdmin(pool, guard.ring.keys.enabled or settings.api_key_file is not None),
         )
         await pool.check_all()
 
@@ -474,6 +512,7 @@ def create_app(
             asyncio.create_task(pool.run()),
             asyncio.create_task(_every(1.0, maintain)),
             asyncio.create_task(_every(settings.gc_interval, collect)),
+            *(asyncio.create_task(watch.run(settings.dns_interval)) for watch in watches),
         ]
         if settings.api_key_file is not None:
 
@@ -502,6 +541,9 @@ def create_app(
     app.router.add_post("/v1/programs", create_program)
     app.router.add_get("/v1/programs/{program_id}", get_program)
     app.router.add_delete("/v1/programs/{program_id}", delete_program)
+    app.router.add_get("/admin/backends", admin_list)
+    app.router.add_post("/admin/backends", admin_add)
+    app.router.add_delete("/admin/backends/{name}", admin_remove)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -81,7 +81,8 @@ TENANT = web.RequestKey("tenant", Tenant)  # set by the auth middleware (tenants
 
 def tenant_of(request: web.Request) -> Tenant:
     """tenants.py rule 1: the accepted key's tenant, or the open proxy's one."""
-    return request[TENANT] if TENANT in request else OPEN_TENANT
+    tenant: Tenant = request.get(TENANT, OPEN_TENANT)
+    return tenant
 
 
 @dataclass(frozen=True, slots=True)

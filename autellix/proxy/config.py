@@ -43,7 +43,16 @@ class ProxySettings(BaseSettings):
     backend: list[str] = Field(
         default_factory=list,
         validate_default=True,
-        description="an engine or sidecar to forward to, as URL or ID=URL (at least one)",
+        description="an engine or sidecar to forward to, as URL or ID=URL (at least one, or a --backend-dns)",
+    )
+    backend_dns: list[str] = Field(
+        default_factory=list,
+        description="NAME:PORT of a headless Service (repeatable): every A/AAAA record is a backend "
+        "named ADDRESS:PORT, re-resolved every --dns-interval seconds, added and removed without a restart",
+    )
+    dns_interval: float = Field(5.0, gt=0, description="seconds between resolutions of --backend-dns names")
+    dns_nameserver: str | None = Field(
+        None, description="HOST[:PORT] of the DNS server to ask (default: the system's, /etc/resolv.conf)"
     )
     redis_url: str | None = Field(
         None,
@@ -152,11 +161,19 @@ class ProxySettings(BaseSettings):
     _api_key_file = field_validator("api_key_file", mode="before")(staticmethod(key_file_setting))
     _backend_api_key = field_validator("backend_api_key", mode="before")(staticmethod(optional_key))
 
+    @field_validator("backend_dns")
+    @classmethod
+    def _backend_dns(cls, values: list[str]) -> list[str]:
+        from autellix.proxy.discovery import parse_dns_target
+
+        targets = [parse_dns_target(value) for value in values]
+        if len(set(targets)) != len(targets):
+            raise ValueError("every NAME:PORT may be given once")
+        return values
+
     @field_validator("backend")
     @classmethod
     def _backends(cls, values: list[str]) -> list[str]:
-        if not values:
-            raise ValueError("no backend: give --backend URL (repeatable) or a 'backend' list in --config")
         ids = [parse_backend(value)[0] for value in values]
         duplicates = sorted({engine_id for engine_id in ids if ids.count(engine_id) > 1})
         if duplicates:
@@ -195,6 +212,11 @@ class ProxySettings(BaseSettings):
     def _consistent(self) -> ProxySettings:
         if self.program_id_secret is not None and self.program_id_secret_file is not None:
             raise ValueError("give --program-id-secret or --program-id-secret-file, not both")
+        if not self.backend and not self.backend_dns:
+            raise ValueError(
+                "no backend: give --backend URL (repeatable), --backend-dns NAME:PORT or a 'backend' list "
+                "in --config"
+            )
         if self.stuck_ttl < self.program_ttl:
             raise ValueError(f"stuck_ttl ({self.stuck_ttl}) must be >= program_ttl ({self.program_ttl})")
         self.router_config()  # an unknown router, parameter or weight: one clear line
@@ -207,6 +229,11 @@ class ProxySettings(BaseSettings):
 
     def backends(self) -> list[tuple[str, str]]:
         return [parse_backend(value) for value in self.backend]
+
+    def dns_targets(self) -> list[tuple[str, int]]:
+        from autellix.proxy.discovery import parse_dns_target
+
+        return [parse_dns_target(value) for value in self.backend_dns]
 
     def router_config(self) -> Any:
         from autellix.proxy.routing import RouterConfig, get_router
