@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import random
 import secrets
 import time
@@ -241,8 +242,11 @@ async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": request.app[PROXY].pool.model_cards()})
 
 
-async def health(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+async def health(request: web.Request) -> web.Response:
+    """Liveness; which process answered (``--workers``: every worker has its own pid and replica id)."""
+    proxy = request.app.get(PROXY)
+    replica = proxy.replica_id if proxy is not None else None
+    return web.json_response({"status": "ok", "pid": os.getpid(), "replica": replica})
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -556,7 +560,7 @@ def protocol_error_body(status: int, message: str) -> dict[str, Any]:
     return error_body(status, message, code=code if status < 500 else "internal_error")
 
 
-async def serve(settings: ProxySettings) -> None:
+async def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     app = create_app(settings)
 
     def started(port: int) -> None:
@@ -575,9 +579,26 @@ async def serve(settings: ProxySettings) -> None:
         )
 
     await serve_app(
-        app, "proxy", settings.host, settings.port, on_started=started, error_body=protocol_error_body
+        app,
+        "proxy",
+        settings.host,
+        settings.port,
+        on_started=started,
+        error_body=protocol_error_body,
+        reuse_port=reuse_port,
     )
 
 
 def run(settings: ProxySettings) -> int:
+    if settings.workers > 1:
+        from .workers import supervise
+
+        return supervise(settings)
     return run_service("proxy", settings.host, settings.port, settings.log_level, lambda: serve(settings))
+
+
+def run_worker(settings: ProxySettings) -> int:
+    """One of ``--workers`` (workers.py): the same proxy on a port it shares."""
+    return run_service(
+        "proxy", settings.host, settings.port, settings.log_level, lambda: serve(settings, reuse_port=True)
+    )

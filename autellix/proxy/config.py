@@ -89,6 +89,13 @@ class ProxySettings(BaseSettings):
         None, description="the router's parameters (YAML mapping or JSON), e.g. {short_call_max_tokens: 2048}"
     )
     router_weights: dict[str, float] | None = Field(None, description="the router's scorer weights")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes serving the port together (SO_REUSEPORT; the kernel spreads connections); "
+        "more than 1 needs --redis-url, the table they share",
+    )
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8080, ge=0, le=65535, description="port to bind (0 picks a free one)")
     program_ttl: float = Field(600.0, gt=0, description="seconds of inactivity after which a program expires")
@@ -210,6 +217,11 @@ class ProxySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                f"--workers {self.workers} needs --redis-url: workers are separate processes and share "
+                "programs only through a Redis program table"
+            )
         if self.program_id_secret is not None and self.program_id_secret_file is not None:
             raise ValueError("give --program-id-secret or --program-id-secret-file, not both")
         if not self.backend and not self.backend_dns:
