@@ -5,6 +5,7 @@ intervals; a removed one gets no new call, its calls in flight finish, and no ca
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ CLIENTS = 4
 BODY = {
     "model": "sim-llama",
     "messages": [{"role": "user", "content": "hello"}],
-    "max_tokens": 24,  # about half a second of decoding on the simulated A100 in real time
+    "max_tokens": 48,  # about a second of decoding on the simulated A100 in real time
     "ignore_eos": True,
 }
 
@@ -130,7 +131,10 @@ def test_backends_follow_the_dns_answer_under_load(
             )
             assert gone
             routed_before = routed(proxy, first)
-            assert in_flight(proxy, first) > 0  # calls were on it when it left; they must finish
+            removal = re.search(
+                rf"backend {re.escape(first)} removed \(.*, (\d+) call\(s\) in flight", proxy.log_tail(200)
+            )
+            assert removal is not None and int(removal.group(1)) > 0  # it left with calls in flight
             assert wait_until(lambda: in_flight(proxy, first) == 0, timeout=15)
             served_after = routed(proxy, second)
             assert wait_until(lambda: routed(proxy, second) >= served_after + 2 * CLIENTS, timeout=15)
