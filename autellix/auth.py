@@ -39,6 +39,9 @@ operators know from vLLM (``--api-key``), vllm-router and LiteLLM's master key, 
    directly skips the proxy's program table and can send any priority context. So a sidecar that
    listens beyond loopback (:func:`is_loopback_host` is False) refuses to start without a key, unless
    the operator says ``--insecure-no-auth`` (a NetworkPolicy, say, does the job instead).
+9. Key ids. An accepted key is named by :func:`key_id`, the first 16 hex digits of its SHA-256
+   digest: stable across restarts and replicas (every replica computes the same), never the key, and
+   what the proxy's tenants are named after (proxy/tenants.py). Rotating a key changes its id.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 OPEN_METHODS = frozenset({"GET", "HEAD"})
 REALM = "autellix"
 MAX_KEY_LENGTH = 4096
+KEY_ID_LENGTH = 16  # hex digits: 64 bits, no collision among any realistic number of keys
 
 Verdict = Literal["open", "accepted", "missing", "malformed", "invalid"]
 
@@ -145,11 +149,17 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "replace")).digest()
 
 
+def key_id(key: str) -> str:
+    """Rule 9: the stable, non-secret name of a key."""
+    return _digest(key).hex()[:KEY_ID_LENGTH]
+
+
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     """What :meth:`ApiKeys.check` decided about one request."""
 
     verdict: Verdict
+    key_id: str | None = None  # rule 9, of the accepted key
 
     @property
     def allowed(self) -> bool:
@@ -203,7 +213,9 @@ class ApiKeys:
 
     def matches(self, presented: str) -> bool:
         """Rule 3: compare with every key, never stopping early."""
-        digest = _digest(presented)
+        return self._matches(_digest(presented))
+
+    def _matches(self, digest: bytes) -> bool:
         found = False
         for key_digest in self.digests:
             found |= hmac.compare_digest(digest, key_digest)
@@ -221,7 +233,10 @@ class ApiKeys:
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             return AuthResult("malformed")
-        return AuthResult("accepted" if self.matches(credential) else "invalid")
+        digest = _digest(credential)
+        if not self._matches(digest):
+            return AuthResult("invalid")
+        return AuthResult("accepted", digest.hex()[:KEY_ID_LENGTH])
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,9 +47,11 @@ async def serve_app(
     shutdown_timeout: float = 60.0,
     error_body: ErrorBody = default_error_body,
     limits: HttpLimits | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; ``on_started(port)`` runs once the socket is bound;
-    ``error_body(status, message)`` shapes aiohttp's own error answers (rule 5)."""
+    ``error_body(status, message)`` shapes aiohttp's own error answers (rule 5); ``reuse_port``: the
+    port is shared with other processes that bind it so (SO_REUSEPORT; ``autellix proxy --workers``)."""
     runner = JsonErrorRunner(
         app,
         error_body=error_body,
@@ -60,7 +62,7 @@ async def serve_app(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         addresses = runner.addresses
         bound = int(addresses[0][1]) if addresses else port

@@ -36,7 +36,9 @@ INPUT_TOKENS = "X-Autellix-Input-Tokens"
 REPORT_HEADER = "X-Autellix-Report"
 REPORT_SSE_PREFIX = b": autellix-report "
 
-MAX_ID_LENGTH = 256
+MAX_ID_LENGTH = 256  # an id a client names
+# what the proxy sends: a client's id under its tenant's namespace (proxy/tenants.py rule 2)
+MAX_WIRE_ID_LENGTH = MAX_ID_LENGTH + 64
 
 
 class ProtocolError(ValueError):
@@ -77,8 +79,8 @@ def _identifier(headers: Mapping[str, str], name: str, required: bool) -> str | 
         if required:
             raise ProtocolError(f"header {name} is required")
         return None
-    if len(value) > MAX_ID_LENGTH or not value.isprintable():
-        raise ProtocolError(f"header {name} must be printable and at most {MAX_ID_LENGTH} characters")
+    if len(value) > MAX_WIRE_ID_LENGTH or not value.isprintable():
+        raise ProtocolError(f"header {name} must be printable and at most {MAX_WIRE_ID_LENGTH} characters")
     return value
 
 

@@ -11,11 +11,13 @@ Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/resp
 ``GET /v1/models`` (the union of the backends' models), ``POST /v1/programs`` (start a program:
 ``{"id": ...}``), ``GET /v1/programs/{id}`` (its state, for operators), ``DELETE /v1/programs/{id}``
 (end it), ``GET /health`` (liveness),
-``GET /ready`` (a healthy backend and a reachable table), ``GET /metrics`` (Prometheus).
+``GET /ready`` (a healthy backend and a reachable table), ``GET /metrics`` (Prometheus),
+``GET``/``POST /admin/backends`` and ``DELETE /admin/backends/{name}`` (admin.py).
 
 Background tasks: backend health checks (every ``health_check_interval``); table maintenance every
 second (lease renewal, Redis probe and recovery while degraded, the fleet's loads); program gc every
-``gc_interval``; with ``--api-key-file``, a re-read of the key file every ``KEY_FILE_RELOAD_SECONDS``.
+``gc_interval``; with ``--api-key-file``, a re-read of the key file every ``KEY_FILE_RELOAD_SECONDS``;
+per ``--backend-dns`` name, a resolution every ``dns_interval`` (dns_watch.py; the first before serving).
 
 API keys (auth.py): the auth middleware runs inside the error middleware, so a 401 is OpenAI-style JSON
 and is counted by route and status like any answer, and before any handler, so a rejected call never
@@ -30,6 +32,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import random
 import secrets
 import time
@@ -47,12 +50,14 @@ from autellix.auth import KeyRing, bearer, forwards_client_authorization, read_k
 from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.serving import reload_keys, run_service, serve_app
 
+from .admin import BackendAdmin
 from .apis import APIS, Api, error_shape_of
 from .attempt import Ledger
 from .backends import BackendPool
 from .background import BackgroundTasks
-from .calls import CallPath, CallSettings
+from .calls import TENANT, CallPath, CallSettings, tenant_of
 from .config import ProxySettings
+from .dns_watch import DnsWatch, make_resolver
 from .exchange import Exchange
 from .failover import FailoverTable, LocalProgramTable
 from .headers import without_authorization
@@ -64,6 +69,7 @@ from .programs.redis_table import RedisProgramTable
 from .relay import StreamRelay
 from .routing import get_router
 from .store import ProgramStore, StoreEvents
+from .tenants import OPEN_TENANT, ProgramIds, ProgramIdSigner, Tenant, UnsignedProgramId, load_secret
 from .transport import AiohttpTransport, Transport
 
 log = logging.getLogger("autellix.proxy")
@@ -85,6 +91,8 @@ class Proxy:
     passthrough: Passthrough
     background: BackgroundTasks
     replica_id: str
+    ids: ProgramIds
+    admin: BackendAdmin
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 "%s API key: %s %s from %s", result.verdict, request.method, request.path, request.remote
             )
             raise unauthorized(result.message, result.challenge)
+        if result.key_id is not None:
+            request[TENANT] = Tenant(result.key_id)
     credential = "Authorization" in request.headers or "x-api-key" in request.headers
     if not guard.forward_authorization and credential:
         try:
@@ -166,6 +176,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         except UnicodeEncodeError:
             raise bad_request("Request headers must be UTF-8", code="invalid_headers") from None
     return await handler(request)
+
+
+def make_ids(settings: ProxySettings) -> ProgramIds:
+    """tenants.py rules 4-5: the signer the settings ask for (a random secret if required but unset)."""
+    secret = load_secret(settings.program_id_secret, settings.program_id_secret_file)
+    if secret is None and settings.require_signed_ids:
+        log.warning(
+            "--require-signed-ids without --program-id-secret: a random secret for this process; signed "
+            "ids will not survive a restart or work on another replica"
+        )
+        secret = secrets.token_bytes(32)
+    signer = ProgramIdSigner(secret) if secret is not None else None
+    return ProgramIds(signer, settings.require_signed_ids)
 
 
 async def reload_key_file(guard: Guard, settings: ProxySettings) -> None:
@@ -200,12 +223,30 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     return await request.app[PROXY].passthrough.any_backend(request)
 
 
+async def admin_list(request: web.Request) -> web.Response:
+    """admin.py rule 1."""
+    return await request.app[PROXY].admin.list(request)
+
+
+async def admin_add(request: web.Request) -> web.Response:
+    """admin.py rule 2."""
+    return await request.app[PROXY].admin.add(request)
+
+
+async def admin_remove(request: web.Request) -> web.Response:
+    """admin.py rule 3."""
+    return await request.app[PROXY].admin.remove(request)
+
+
 async def models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": request.app[PROXY].pool.model_cards()})
 
 
-async def health(_request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+async def health(request: web.Request) -> web.Response:
+    """Liveness; which process answered (``--workers``: every worker has its own pid and replica id)."""
+    proxy = request.app.get(PROXY)
+    replica = proxy.replica_id if proxy is not None else None
+    return web.json_response({"status": "ok", "pid": os.getpid(), "replica": replica})
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -222,20 +263,29 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def program_json(state: ProgramState) -> dict[str, Any]:
+def program_json(state: ProgramState, tenant: Tenant = OPEN_TENANT) -> dict[str, Any]:
     data = asdict(state)
-    data["id"] = data.pop("program_id")
+    data["id"] = tenant.client_id(data.pop("program_id"))
     data["object"] = "program"
     data["last_activity"] = state.last_activity
     data["threads"] = sorted({call.thread_id or "" for call in state.in_flight})
     return data
 
 
-def _program_id(request: web.Request) -> str:
+def _program_id(request: web.Request) -> tuple[str, str]:
+    """The path's program id as the client named it, and its table id (tenants.py rules 2, 4)."""
     try:
-        return check_id(request.match_info["program_id"], "program id")
+        program_id = check_id(request.match_info["program_id"], "program id")
     except IdentityError as exc:
         raise bad_request(str(exc), param="id", code="invalid_program_id") from None
+    return program_id, table_id(request, program_id, "id")
+
+
+def table_id(request: web.Request, program_id: str, param: str) -> str:
+    try:
+        return request.app[PROXY].ids.table_id(tenant_of(request), program_id)
+    except UnsignedProgramId as exc:
+        raise ApiError(403, str(exc), code="unsigned_program_id", param=param) from None
 
 
 async def create_program(request: web.Request) -> web.Response:
@@ -257,29 +307,34 @@ async def create_program(request: web.Request) -> web.Response:
             program_id = check_id(requested, "id")
         except IdentityError as exc:
             raise bad_request(str(exc), param="id", code="invalid_program_id") from None
+        longest = proxy.ids.max_requested_length
+        if len(program_id) > longest:  # its signed form would not fit (tenants.py rule 4)
+            message = f"id must be at most {longest} characters when ids are signed, got {len(program_id)}"
+            raise bad_request(message, param="id", code="invalid_program_id")
     else:
         program_id = f"prog-{secrets.token_hex(12)}"
-    created = await proxy.store.create(program_id, time.time())
+    tenant = tenant_of(request)
+    program_id = proxy.ids.issue(tenant, program_id)
+    created = await proxy.store.create(tenant.table_id(program_id), time.time())
     return web.json_response({"id": program_id, "object": "program", "created": created}, status=201)
 
 
 async def get_program(request: web.Request) -> web.Response:
-    program_id = _program_id(request)
-    state = await request.app[PROXY].store.get(program_id)
+    program_id, table = _program_id(request)
+    state = await request.app[PROXY].store.get(table)
     if state is None:
         raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
-    return web.json_response(program_json(state))
+    return web.json_response(program_json(state, tenant_of(request)))
 
 
 async def delete_program(request: web.Request) -> web.Response:
     proxy = request.app[PROXY]
-    program_id = _program_id(request)
-    state = await proxy.store.end(program_id, time.time(), deleted=True)
+    program_id, table = _program_id(request)
+    state = await proxy.store.end(table, time.time(), deleted=True)
     if state is None:
         raise ApiError(404, f"No program {program_id!r}", code="program_not_found", param="id")
-    return web.json_response(
-        {"id": program_id, "object": "program", "deleted": True, "state": program_json(state)}
-    )
+    body = {"id": program_id, "object": "program", "deleted": True}
+    return web.json_response({**body, "state": program_json(state, tenant_of(request))})
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
@@ -388,8 +443,16 @@ def create_app(
             failure_threshold=settings.health_failure_threshold,
             success_threshold=settings.health_success_threshold,
             on_change=on_backend,
+            on_remove=lambda backend: metrics.forget_engine(backend.engine_id),
         )
         background = BackgroundTasks()
+        resolver = make_resolver(settings.dns_nameserver, min(2.0, settings.dns_interval))
+        watches = [
+            DnsWatch(pool, resolver, name, port, lambda b: background.spawn(pool.check_new(b)))
+            for name, port in settings.dns_targets()
+        ]
+        for watch in watches:  # the first answer before serving, as the first health checks
+            await watch.refresh()
         store = build_store(settings, replica_id, metrics, background)
         if store.redis is None:
             log.info("no --redis-url: programs live in this process's memory (one replica only)")
@@ -399,6 +462,7 @@ def create_app(
                 log.info("program table in Redis at %s (replica %s)", settings.redis_url, replica_id)
         metrics.table_degraded.set(1 if store.degraded else 0)
         router = get_router(settings.router_config(), rng=random.Random(0))
+        ids = make_ids(settings)
         ledger = Ledger(store, metrics, background)
         exchange = Exchange(
             upstream,
@@ -415,13 +479,23 @@ def create_app(
             exchange,
             ledger,
             metrics,
-            CallSettings(settings.retries, settings.retry_backoff, frozenset(settings.program_kinds)),
+            CallSettings(settings.retries, settings.retry_backoff, frozenset(settings.program_kinds), ids),
             replica_id,
             random.Random(),
         )
         passthrough = Passthrough(upstream, pool, store)
         app[PROXY] = Proxy(
-            settings, metrics, upstream, pool, store, calls, passthrough, background, replica_id
+            settings,
+            metrics,
+            upstream,
+            pool,
+            store,
+            calls,
+            passthrough,
+            background,
+            replica_id,
+            ids,
+            BackendAdmin(pool, guard.ring.keys.enabled or settings.api_key_file is not None),
         )
         await pool.check_all()
 
@@ -442,6 +516,7 @@ def create_app(
             asyncio.create_task(pool.run()),
             asyncio.create_task(_every(1.0, maintain)),
             asyncio.create_task(_every(settings.gc_interval, collect)),
+            *(asyncio.create_task(watch.run(settings.dns_interval)) for watch in watches),
         ]
         if settings.api_key_file is not None:
 
@@ -470,6 +545,9 @@ def create_app(
     app.router.add_post("/v1/programs", create_program)
     app.router.add_get("/v1/programs/{program_id}", get_program)
     app.router.add_delete("/v1/programs/{program_id}", delete_program)
+    app.router.add_get("/admin/backends", admin_list)
+    app.router.add_post("/admin/backends", admin_add)
+    app.router.add_delete("/admin/backends/{name}", admin_remove)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -482,7 +560,7 @@ def protocol_error_body(status: int, message: str) -> dict[str, Any]:
     return error_body(status, message, code=code if status < 500 else "internal_error")
 
 
-async def serve(settings: ProxySettings) -> None:
+async def serve(settings: ProxySettings, reuse_port: bool = False) -> None:
     app = create_app(settings)
 
     def started(port: int) -> None:
@@ -501,9 +579,26 @@ async def serve(settings: ProxySettings) -> None:
         )
 
     await serve_app(
-        app, "proxy", settings.host, settings.port, on_started=started, error_body=protocol_error_body
+        app,
+        "proxy",
+        settings.host,
+        settings.port,
+        on_started=started,
+        error_body=protocol_error_body,
+        reuse_port=reuse_port,
     )
 
 
 def run(settings: ProxySettings) -> int:
+    if settings.workers > 1:
+        from .workers import supervise
+
+        return supervise(settings)
     return run_service("proxy", settings.host, settings.port, settings.log_level, lambda: serve(settings))
+
+
+def run_worker(settings: ProxySettings) -> int:
+    """One of ``--workers`` (workers.py): the same proxy on a port it shares."""
+    return run_service(
+        "proxy", settings.host, settings.port, settings.log_level, lambda: serve(settings, reuse_port=True)
+    )

@@ -23,6 +23,11 @@ Theory of operation
    A call without a model may go to any backend.
 5. The first round of checks runs before the proxy starts serving, so ``/ready`` and the model lists
    are right from the first request.
+6. Backends come and go (discovery.py): :meth:`BackendPool.add` and :meth:`BackendPool.remove` swap in
+   a new list and a new index rather than editing them, so a loop over the old ones is undisturbed.
+   A removed backend takes no new call; a call in flight holds its :class:`Backend` and finishes. An
+   added one is checked at once (:meth:`BackendPool.check`, by the caller) and, like any backend that
+   was never in the pool, enters it at its first passing check.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class Backend:
     last_error: str | None = None
     in_flight: int = 0  # this replica's calls on it
     health_path: str = "/ready"  # falls back to /health for backends that have no /ready
+    source: str = "static"  # discovery.py rule 1
 
     @property
     def healthy(self) -> bool:
@@ -98,9 +104,11 @@ class BackendPool:
         success_threshold: int = 2,
         models_every: int = 5,
         on_change: Callable[[Backend], None] | None = None,
+        on_remove: Callable[[Backend], None] | None = None,
     ) -> None:
         self.backends = [Backend(engine_id, url) for engine_id, url in backends]
         self.by_id = {backend.engine_id: backend for backend in self.backends}
+        self._on_remove = on_remove or (lambda backend: None)
         self.thresholds = HealthThresholds(failure_threshold, success_threshold)
         self._transport = transport
         self._interval = interval
@@ -142,6 +150,33 @@ class BackendPool:
                 limits.successes,
             )
         self._on_change(backend)
+
+    def add(self, engine_id: str, url: str, source: str) -> Backend:
+        """Rule 6: a new backend, out of the pool until its first passing check; ValueError if the id
+        is taken."""
+        if engine_id in self.by_id:
+            raise ValueError(f"a backend named {engine_id!r} exists")
+        backend = Backend(engine_id, url, source=source)
+        self.backends = [*self.backends, backend]
+        self.by_id = {**self.by_id, engine_id: backend}
+        log.info("backend %s added (%s, %s)", engine_id, url, source)
+        return backend
+
+    def remove(self, engine_id: str) -> Backend | None:
+        """Rule 6: take a backend out for good; its calls in flight finish."""
+        backend = self.by_id.get(engine_id)
+        if backend is None:
+            return None
+        self.backends = [b for b in self.backends if b is not backend]
+        self.by_id = {b.engine_id: b for b in self.backends}
+        log.info("backend %s removed (%s, %d call(s) in flight finish)", engine_id, backend.source,
+                 backend.in_flight)  # fmt: skip
+        self._on_remove(backend)
+        return backend
+
+    def of_source(self, source: str) -> dict[str, str]:
+        """id → URL of one source's backends (discovery.py rule 1)."""
+        return {b.engine_id: b.url for b in self.backends if b.source == source}
 
     def record_call_failure(self, engine_id: str, reason: str) -> None:
         """A call could not connect to the backend: one failure, as a failed check (rule 1)."""
@@ -199,6 +234,12 @@ class BackendPool:
 
     async def check_all(self) -> None:
         await asyncio.gather(*(self.check(backend) for backend in self.backends))
+
+    async def check_new(self, backend: Backend) -> None:
+        """Rule 6: the first check of an added backend (unless it was removed meanwhile)."""
+        if self.by_id.get(backend.engine_id) is backend:
+            with contextlib.suppress(Exception):
+                await self.check(backend)
 
     async def run(self) -> None:
         """Check forever (a task the app owns and cancels at shutdown)."""

@@ -47,6 +47,10 @@ relay.py move one attempt's bytes. This module runs them in order and retries. P
    reply (exchange.py) or its stream (relay.py), is remembered with the call's program and engine
    (store.py rule 7) before the client can see it. A reply the proxy has no record of (expired, or
    stored before it ran) goes wherever routing sends it; the engine answers (404 if it does not have it).
+   A reply whose program belongs to another tenant is one the proxy has no record of (tenants.py rule 3).
+10. Every program id, named by the client or by the proxy, is the tenant's table id from here on
+   (tenants.py rule 2); with ``--require-signed-ids`` an id the client named without a valid tag is a
+   403 before anything else happens (tenants.py rule 4).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ import asyncio
 import itertools
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -70,6 +74,15 @@ from .metrics import ProxyMetrics
 from .programs import CallStart
 from .routing import EngineView, NoEngineAvailable, RouteRequest, RoutingPolicy
 from .store import ProgramStore
+from .tenants import OPEN_TENANT, ProgramIds, Tenant, UnsignedProgramId
+
+TENANT = web.RequestKey("tenant", Tenant)  # set by the auth middleware (tenants.py rule 1)
+
+
+def tenant_of(request: web.Request) -> Tenant:
+    """tenants.py rule 1: the accepted key's tenant, or the open proxy's one."""
+    tenant: Tenant = request.get(TENANT, OPEN_TENANT)
+    return tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +90,7 @@ class CallSettings:
     retries: int = 2
     backoff: float = 0.05
     program_kinds: frozenset[str] = frozenset()  # identity.py rule 5
+    ids: ProgramIds = field(default_factory=ProgramIds)  # tenants.py rules 2 and 4
 
 
 class CallPath:
@@ -115,18 +129,28 @@ class CallPath:
             identity = extract_identity(request.headers, body.metadata, body.program_hint)
         except IdentityError as exc:
             raise bad_request(str(exc), param=exc.param, code="invalid_header") from None
+        tenant = tenant_of(request)
+        named = identity.program_id
+        if named is not None:
+            try:
+                named = self.settings.ids.table_id(tenant, named)
+            except UnsignedProgramId as exc:
+                param = identity.source.partition(":")[2] or None
+                raise ApiError(403, str(exc), code="unsigned_program_id", param=param) from None
         store = self.store
         stored = await store.find_reply(body.chain, time.time()) if body.chain is not None else None
+        if stored is not None and not tenant.owns(stored.program_id):
+            stored = None  # another tenant's reply: unknown here (tenants.py rule 3)
         serving = self.pool.serving(body.model)
         if serving is None:
             raise ApiError(
                 404, f"The model `{body.model}` does not exist.", code="model_not_found", param="model"
             )
         call_id = f"{self.replica_id}-{next(self._seq)}"
-        program_id = identity.program_id or (stored.program_id if stored is not None else None)
+        program_id = named or (stored.program_id if stored is not None else None)
         named_here = program_id is None
         one_shot = named_here and not body.keeps_program  # rule 8
-        program_id = program_id or f"call-{call_id}"
+        program_id = program_id or tenant.table_id(f"call-{call_id}")
         required = stored.engine_id if stored is not None else None  # rule 9
         kind = program_kind(request.headers, body.metadata, self.settings.program_kinds)
         store.prepare(program_id, named_here)

@@ -43,7 +43,16 @@ class ProxySettings(BaseSettings):
     backend: list[str] = Field(
         default_factory=list,
         validate_default=True,
-        description="an engine or sidecar to forward to, as URL or ID=URL (at least one)",
+        description="an engine or sidecar to forward to, as URL or ID=URL (at least one, or a --backend-dns)",
+    )
+    backend_dns: list[str] = Field(
+        default_factory=list,
+        description="NAME:PORT of a headless Service (repeatable): every A/AAAA record is a backend "
+        "named ADDRESS:PORT, re-resolved every --dns-interval seconds, added and removed without a restart",
+    )
+    dns_interval: float = Field(5.0, gt=0, description="seconds between resolutions of --backend-dns names")
+    dns_nameserver: str | None = Field(
+        None, description="HOST[:PORT] of the DNS server to ask (default: the system's, /etc/resolv.conf)"
     )
     redis_url: str | None = Field(
         None,
@@ -80,6 +89,13 @@ class ProxySettings(BaseSettings):
         None, description="the router's parameters (YAML mapping or JSON), e.g. {short_call_max_tokens: 2048}"
     )
     router_weights: dict[str, float] | None = Field(None, description="the router's scorer weights")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes serving the port together (SO_REUSEPORT; the kernel spreads connections); "
+        "more than 1 needs --redis-url, the table they share",
+    )
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8080, ge=0, le=65535, description="port to bind (0 picks a free one)")
     program_ttl: float = Field(600.0, gt=0, description="seconds of inactivity after which a program expires")
@@ -131,15 +147,40 @@ class ProxySettings(BaseSettings):
         "(for sidecars or engines started with an API key)",
     )
 
+    program_id_secret: str | None = Field(
+        None,
+        repr=False,
+        min_length=16,
+        description="secret of the HMAC tag that POST /v1/programs adds to the ids it returns (every "
+        "replica needs the same); none and no file: ids are not signed, unless --require-signed-ids "
+        "(then a random secret per process)",
+    )
+    program_id_secret_file: str | None = Field(
+        None, description="file holding --program-id-secret (a mounted Secret; at least 16 bytes)"
+    )
+    require_signed_ids: bool = Field(
+        False,
+        description="reject a program id that POST /v1/programs did not sign (403): no client can name "
+        "a program it was not given",
+    )
+
     _api_keys = field_validator("api_key", mode="before")(staticmethod(parse_key_list))
     _api_key_file = field_validator("api_key_file", mode="before")(staticmethod(key_file_setting))
     _backend_api_key = field_validator("backend_api_key", mode="before")(staticmethod(optional_key))
 
+    @field_validator("backend_dns")
+    @classmethod
+    def _backend_dns(cls, values: list[str]) -> list[str]:
+        from autellix.proxy.discovery import parse_dns_target
+
+        targets = [parse_dns_target(value) for value in values]
+        if len(set(targets)) != len(targets):
+            raise ValueError("every NAME:PORT may be given once")
+        return values
+
     @field_validator("backend")
     @classmethod
     def _backends(cls, values: list[str]) -> list[str]:
-        if not values:
-            raise ValueError("no backend: give --backend URL (repeatable) or a 'backend' list in --config")
         ids = [parse_backend(value)[0] for value in values]
         duplicates = sorted({engine_id for engine_id in ids if ids.count(engine_id) > 1})
         if duplicates:
@@ -163,8 +204,31 @@ class ProxySettings(BaseSettings):
             raise ValueError("must be non-empty and contain no braces")
         return value
 
+    @field_validator("program_id_secret_file")
+    @classmethod
+    def _secret_file(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        from autellix.proxy.tenants import read_secret_file
+
+        read_secret_file(value)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                f"--workers {self.workers} needs --redis-url: workers are separate processes and share "
+                "programs only through a Redis program table"
+            )
+        if self.program_id_secret is not None and self.program_id_secret_file is not None:
+            raise ValueError("give --program-id-secret or --program-id-secret-file, not both")
+        if not self.backend and not self.backend_dns:
+            raise ValueError(
+                "no backend: give --backend URL (repeatable), --backend-dns NAME:PORT or a 'backend' list "
+                "in --config"
+            )
         if self.stuck_ttl < self.program_ttl:
             raise ValueError(f"stuck_ttl ({self.stuck_ttl}) must be >= program_ttl ({self.program_ttl})")
         self.router_config()  # an unknown router, parameter or weight: one clear line
@@ -177,6 +241,11 @@ class ProxySettings(BaseSettings):
 
     def backends(self) -> list[tuple[str, str]]:
         return [parse_backend(value) for value in self.backend]
+
+    def dns_targets(self) -> list[tuple[str, int]]:
+        from autellix.proxy.discovery import parse_dns_target
+
+        return [parse_dns_target(value) for value in self.backend_dns]
 
     def router_config(self) -> Any:
         from autellix.proxy.routing import RouterConfig, get_router

@@ -31,8 +31,9 @@ A program is whatever the client says it is; the proxy only picks the id out of 
    metrics only. A label's values must stay few, so a kind outside the operator's list is ``other``
    (and no kind at all leaves the program's kind unsaid: ``unspecified`` on the metrics).
 
-The paper's prototype did not authenticate program ids and neither does this: a client can name any
-program (reference.md §1, stated limits).
+The paper's prototype did not authenticate program ids (reference.md §1, stated limits); this module
+does not either: it only reads the id. With API keys the call path namespaces it per key and may
+require it to be signed (tenants.py).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ backends, routes are the proxy's own routes, and routing reasons are reduced to 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -187,6 +188,14 @@ class ProxyMetrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def forget_engine(self, engine: str) -> None:
+        """A backend left for good (discovery.py): its gauges go, so no stale series remains. (Counters
+        stay: they are the record of what it served; in-flight gauges too, until its calls finish.)"""
+        for gauge in (self.backend_healthy, self.engine_load):
+            self._children.pop((id(gauge), (engine,)), None)
+            with contextlib.suppress(KeyError):
+                gauge.remove(engine)
 
     def reason(self, reason: str) -> str:
         """:func:`reason_label`, cached: a router repeats a few reasons (the cache is bounded all the same,

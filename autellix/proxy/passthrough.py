@@ -5,7 +5,8 @@ None of these runs a generation, so none is queued, started in the program table
 1. ``GET /v1/responses/{id}`` (``?stream=true`` replays a background response's events) and
    ``POST /v1/responses/{id}/cancel`` go to the engine that stored the response (store.py rule 7),
    the only one that has it; a response the proxy has no record of is a 404 in OpenAI's words
-   (``Response with id '...' not found.``, as vLLM says it), an engine out of the pool a 503.
+   (``Response with id '...' not found.``, as vLLM says it), an engine out of the pool a 503. So is a
+   response whose program another tenant owns (tenants.py rule 3).
 2. ``POST /v1/messages/count_tokens`` goes to the least loaded healthy backend that serves the
    body's model (any, without one); a backend that cannot be reached is tried once more elsewhere.
 3. The reply passes through as it came (status, body, headers but ours and hop-by-hop); a stream is
@@ -23,6 +24,7 @@ from aiohttp import web
 from autellix.api_errors import ApiError
 
 from .backends import Backend, BackendPool
+from .calls import tenant_of
 from .headers import client_headers, upstream_headers
 from .store import ProgramStore
 from .transport import Transport, UpstreamBroken, UpstreamRequest, UpstreamUnavailable
@@ -38,7 +40,7 @@ class Passthrough:
         """Rule 1."""
         response_id = request.match_info["response_id"]
         stored = await self.store.find_reply(response_id, time.time())
-        if stored is None:
+        if stored is None or not tenant_of(request).owns(stored.program_id):
             raise ApiError(404, f"Response with id '{response_id}' not found.", code="response_not_found",
                            param="response_id")  # fmt: skip
         backend = self.pool.by_id.get(stored.engine_id)

@@ -19,7 +19,8 @@ import yaml
 
 import autellix
 from autellix.cli import SUBCOMMANDS
-from autellix.proxy.config import ProxySettings, parse_backend
+from autellix.proxy.config import ProxySettings
+from autellix.proxy.discovery import parse_dns_target
 from autellix.settings import SettingsError, add_settings_arguments, load_settings
 from tests.deploy.crd_schemas import SCHEMAS
 from tests.deploy.support import (
@@ -395,7 +396,7 @@ def test_proxy_configmap_keys_are_proxy_settings(
     path = tmp_path / "proxy.yaml"
     path.write_text(text)
     settings = load_settings(ProxySettings, argparse.Namespace(config=str(path)))
-    assert settings.backends() and not settings.ready_requires_table
+    assert (settings.backends() or settings.dns_targets()) and not settings.ready_requires_table
     path.write_text(text + "made_up_setting: 1\n")
     with pytest.raises(SettingsError, match="made_up_setting"):
         load_settings(ProxySettings, argparse.Namespace(config=str(path)))
@@ -403,25 +404,22 @@ def test_proxy_configmap_keys_are_proxy_settings(
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_proxy_backends_are_the_engine_pods(name: str) -> None:
-    """Static discovery: one backend per StatefulSet pod, by its DNS name under the headless Service."""
+    """DNS discovery: the proxy follows the headless Service of every engine StatefulSet, on the
+    sidecar's port (one backend per ready pod, added and removed as the StatefulSet scales)."""
     manifests = overlay(name)
     proxy = find(manifests, "Deployment", "autellix-proxy")
     volume = next(v for v in pod_spec(proxy)["volumes"] if v["name"] == "config")
     config = yaml.safe_load(find(manifests, "ConfigMap", volume["configMap"]["name"])["data"]["proxy.yaml"])
-    backends = [parse_backend(spec) for spec in config["backend"]]
-    engines = {
-        w["metadata"]["name"]: w
-        for w in by_kind(manifests, "StatefulSet")
-        if w["metadata"]["name"] != "autellix-redis"
-    }
+    assert "backend" not in config
+    targets = {parse_dns_target(spec) for spec in config["backend_dns"]}
+    engines = [w for w in by_kind(manifests, "StatefulSet") if w["metadata"]["name"] != "autellix-redis"]
     expected = set()
-    for statefulset in engines.values():
+    for statefulset in engines:
         service = find(manifests, "Service", statefulset["spec"]["serviceName"])
         assert service["spec"]["clusterIP"] == "None"
+        assert not service["spec"].get("publishNotReadyAddresses")  # only ready pods are backends
         sidecar = next(c for c in pod_spec(statefulset)["containers"] if c["args"][0] == "sidecar")
         port = port_number(sidecar, "sidecar")
-        base = statefulset["metadata"]["name"]
-        for ordinal in range(statefulset["spec"]["replicas"]):
-            expected.add(f"http://{base}-{ordinal}.{service['metadata']['name']}:{port}")
-    assert {url for _, url in backends} == expected
-    assert len({engine_id for engine_id, _ in backends}) == len(backends)
+        assert any(p["port"] == port for p in service["spec"]["ports"])
+        expected.add((service["metadata"]["name"], port))
+    assert targets == expected

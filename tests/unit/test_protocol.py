@@ -31,7 +31,7 @@ def test_missing_program_id_makes_a_program_of_one_call() -> None:
         (protocol.PROGRAM_WAIT, "nan"),
         (protocol.ARRIVAL, "inf"),
         (protocol.INPUT_TOKENS, "many"),
-        (protocol.PROGRAM_ID, "x" * 300),
+        (protocol.PROGRAM_ID, "x" * (protocol.MAX_WIRE_ID_LENGTH + 1)),
         (protocol.PROGRAM_ID, "bad\x01id"),
     ],
 )

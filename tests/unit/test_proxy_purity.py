@@ -12,6 +12,7 @@ import autellix.proxy
 FORBIDDEN = {"asyncio", "aiohttp", "redis", "time", "socket", "threading", "random", "httpx"}
 PURE = [
     "identity.py",
+    "tenants.py",
     "tokens.py",
     "apis/base.py",
     "apis/chat.py",
