@@ -12,6 +12,10 @@
    engine breaks off), the engine response is *closed*, not released: closing the connection is how
    vLLM, SGLang and the simulated engine learn to abort the request. A fully read response is
    released, so its connection is reused.
+5. The call's deadline (event-loop time; autellix/deadlines.py) bounds the engine's answer: passed
+   before its head or while a whole answer is read, a 504; mid-stream, the stream is cut like one the
+   engine broke off. A stream cut either way ends with the API's error event (the proxy's words for
+   it, autellix/proxy/apis), so a client that talks to the sidecar directly knows it is incomplete.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +94,7 @@ async def forward_call(
     body: dict[str, Any],
     call_id: str,
     admission: Admission,
+    deadline: float | None = None,
 ) -> tuple[web.StreamResponse, bool, CompletionReport | None]:
     """Send an admitted call to the engine; returns the client's response, whether the call ended
     normally (False: the engine was unreachable or broke off; the gate then counts an abort) and the
@@ -108,7 +113,18 @@ async def forward_call(
     gate = sidecar.gate
     report_for = partial(compute_report, call_id, our_queue_wait=admission.waited, admitted_at=gate.now())
     try:
-        upstream = await sidecar.client.request("POST", path, data, headers)
+        async with asyncio.timeout_at(deadline):
+            upstream = await sidecar.client.request("POST", path, data, headers)
+    except TimeoutError:  # rule 5
+        report = report_for(completed_at=gate.now(), usage=None, ok=False)
+        _observe(sidecar, report, "deadline")
+        error = SidecarError(
+            "The call's deadline passed before the engine answered",
+            status=504,
+            error_type="TimeoutError",
+            headers={REPORT_HEADER: report.to_json()},
+        )
+        return error_response(error, rules.error_shape), False, report
     except EngineUnavailable as exc:
         report = report_for(completed_at=gate.now(), usage=None, ok=False)
         _observe(sidecar, report, "engine_unavailable")
@@ -123,10 +139,10 @@ async def forward_call(
     try:
         if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
             response, completed, reusable, report = await _relay_stream(
-                sidecar, request, upstream, client_wants_usage, report_for, rules
+                sidecar, request, upstream, client_wants_usage, report_for, rules, deadline
             )
         else:
-            response, completed, report = await _relay_whole(sidecar, upstream, report_for, rules)
+            response, completed, report = await _relay_whole(sidecar, upstream, report_for, rules, deadline)
             reusable = completed
         return response, completed, report
     finally:
@@ -141,17 +157,22 @@ async def _relay_whole(
     upstream: aiohttp.ClientResponse,
     report_for: partial[CompletionReport],
     rules: ApiRules,
+    deadline: float | None,
 ) -> tuple[web.StreamResponse, bool, CompletionReport]:
     gate = sidecar.gate
     try:
-        payload = await upstream.read()
+        async with asyncio.timeout_at(deadline):
+            payload = await upstream.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         report = report_for(completed_at=gate.now(), usage=None, ok=False)
-        _observe(sidecar, report, "engine_broke_off")
+        late = isinstance(exc, TimeoutError) and _passed(deadline)
+        _observe(sidecar, report, "deadline" if late else "engine_broke_off")
         error = SidecarError(
-            f"the engine broke off its answer: {exc!r}",
-            status=502,
-            error_type="BadGatewayError",
+            "The call's deadline passed while the engine answered"
+            if late
+            else f"the engine broke off its answer: {exc!r}",
+            status=504 if late else 502,
+            error_type="TimeoutError" if late else "BadGatewayError",
             headers={REPORT_HEADER: report.to_json()},
         )
         return error_response(error, rules.error_shape), False, report
@@ -180,6 +201,7 @@ async def _relay_stream(
     client_wants_usage: bool,
     report_for: partial[CompletionReport],
     rules: ApiRules,
+    deadline: float | None,
 ) -> tuple[web.StreamResponse, bool, bool, CompletionReport]:
     """Relay an SSE stream; returns the response, whether the call ended normally, whether the
     engine connection may be reused (it reached its end), and the report."""
@@ -190,7 +212,8 @@ async def _relay_stream(
     chunks = upstream.content.iter_any().__aiter__()
     while not relay.done:
         try:
-            chunk = await chunks.__anext__()
+            async with asyncio.timeout_at(deadline):
+                chunk = await chunks.__anext__()
         except StopAsyncIteration:
             break
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -204,11 +227,32 @@ async def _relay_stream(
     report = report_for(
         completed_at=sidecar.gate.now(), usage=relay.usage, ok=ok, fallback_output_tokens=relay.content_events
     )
-    _observe(sidecar, report, "ok" if ok else "engine_error" if broke_off is None else "engine_broke_off")
-    await response.write(relay.finish(report.sse_line()))
+    late = isinstance(broke_off, TimeoutError) and _passed(deadline)
+    outcome = "deadline" if late else "engine_broke_off"
+    _observe(sidecar, report, "ok" if ok else "engine_error" if broke_off is None else outcome)
+    if late:
+        sidecar.metrics.rejected.labels("deadline_midstream").inc()
+    ending = relay.finish(report.sse_line())
+    if broke_off is not None:  # rule 5: the API's error event, then the report
+        why = "the call's deadline passed" if late else f"the engine broke off: {broke_off!r}"
+        ending = _STREAM_ERRORS[rules.path](f"Stream cut: {why}") + ending
+    await response.write(ending)
     await response.write_eof()
     reusable = broke_off is None and await _drained(upstream)
     return response, broke_off is None, reusable, report
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and asyncio.get_running_loop().time() >= deadline
+
+
+def _stream_errors() -> dict[str, Callable[[str], bytes]]:
+    from autellix.proxy.apis import APIS  # the same words as the proxy's, for every API
+
+    return {api.path: api.stream_error for api in APIS}
+
+
+_STREAM_ERRORS = _stream_errors()
 
 
 async def _drained(upstream: aiohttp.ClientResponse) -> bool:

@@ -57,6 +57,7 @@ from .exchange import Exchange
 from .failover import FailoverTable, LocalProgramTable
 from .headers import without_authorization
 from .identity import IdentityError, check_id
+from .limits import TENANT_KEY, CallLimits, tenant_of
 from .metrics import ProxyMetrics
 from .passthrough import Passthrough
 from .programs import CallFinish, ProgramExpiry, ProgramState
@@ -159,12 +160,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 "%s API key: %s %s from %s", result.verdict, request.method, request.path, request.remote
             )
             raise unauthorized(result.message, result.challenge)
+        request[TENANT_KEY] = tenant_of(presented[0])  # limits.py rule 1
     credential = "Authorization" in request.headers or "x-api-key" in request.headers
     if not guard.forward_authorization and credential:
+        tenant = request.get(TENANT_KEY)
         try:
             request = request.clone(headers=without_authorization(request.headers.items()))
         except UnicodeEncodeError:
             raise bad_request("Request headers must be UTF-8", code="invalid_headers") from None
+        if tenant is not None:
+            request[TENANT_KEY] = tenant
     return await handler(request)
 
 
@@ -418,6 +423,7 @@ def create_app(
             CallSettings(settings.retries, settings.retry_backoff, frozenset(settings.program_kinds)),
             replica_id,
             random.Random(),
+            CallLimits(settings.limit_settings()),
         )
         passthrough = Passthrough(upstream, pool, store)
         app[PROXY] = Proxy(
