@@ -36,7 +36,7 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
 
 def test_a_keyless_sidecar_on_all_interfaces_is_refused() -> None:
     with pytest.raises(ValidationError, match="reachable from other machines") as caught:
-        SidecarSettings(host="0.0.0.0")
+        SidecarSettings.model_validate({"host": "0.0.0.0"})
     assert "--insecure-no-auth" in str(caught.value)
 
 
@@ -50,13 +50,15 @@ def test_a_keyless_sidecar_on_all_interfaces_is_refused() -> None:
     ],
 )
 def test_a_key_loopback_or_the_explicit_opt_out_is_accepted(settings: dict[str, object]) -> None:
-    assert SidecarSettings(**settings).host == settings["host"]  # type: ignore[arg-type]
+    assert SidecarSettings.model_validate(settings).host == settings["host"]
 
 
 def test_a_key_file_counts_as_a_key(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text("secret-key\n")
-    assert SidecarSettings(host="0.0.0.0", api_key_file=str(keys)).api_key_file == str(keys)
+    assert SidecarSettings.model_validate({"host": "0.0.0.0", "api_key_file": str(keys)}).api_key_file == str(
+        keys
+    )
 
 
 def test_the_cli_exits_2_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
