@@ -3,8 +3,10 @@
 1. The body goes out as the client sent it (the raw bytes) unless the adapter must change it:
    ``priority`` from the call's queue level when the engine runs a priority policy, and
    ``stream_options.include_usage`` for streams, so we can count tokens.
-2. Non-streamed answers and engine errors (any status) pass through with their status and body; the
-   completion report rides in the ``X-Autellix-Report`` header, which only the proxy reads.
+2. Non-streamed answers and engine errors (any status) pass through with their status and body (but
+   on the Messages routes an engine error in OpenAI's shape, which is how vLLM words its validation
+   errors there, is re-worded in Anthropic's, the route's shape); the completion report rides in the
+   ``X-Autellix-Report`` header, which only the proxy reads.
 3. Streams are relayed event by event as they arrive (sse.py), the report written as an SSE comment
    just before ``data: [DONE]`` (or at the end of a stream that broke off), a usage chunk that only we
    asked for removed.
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from autellix.api_errors import ApiError, ErrorShape
+from autellix.api_errors import ApiError, ErrorShape, anthropic_body, error_message, is_anthropic_error
 from autellix.engine_adapters.accounting import Usage, compute_report
 from autellix.engine_adapters.apis import BY_PATH, ApiRules
 from autellix.engine_adapters.protocol import HEADER_PREFIX, REPORT_HEADER, CompletionReport
@@ -187,6 +189,8 @@ async def _relay_whole(
         shaped = rules.whole_usage(decoded) if isinstance(decoded, dict) else None
         if shaped is not None:
             usage = sidecar.adapter.read_usage(shaped)
+    elif rules.error_shape == "anthropic":
+        payload = _anthropic_error(upstream.status, payload)
     report = report_for(completed_at=completed_at, usage=usage, ok=ok)
     _observe(sidecar, report, "ok" if ok else "engine_error")
     headers = response_headers(upstream.headers)
@@ -240,6 +244,18 @@ async def _relay_stream(
     await response.write_eof()
     reusable = broke_off is None and await _drained(upstream)
     return response, broke_off is None, reusable, report
+
+
+def _anthropic_error(status: int, payload: bytes) -> bytes:
+    """Rule 2: an engine's OpenAI-shaped error on a Messages route, in Anthropic's shape."""
+    try:
+        decoded = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return payload
+    message = error_message(decoded)
+    if message is None or is_anthropic_error(decoded):
+        return payload
+    return json.dumps(anthropic_body(status, message)).encode()
 
 
 def _passed(deadline: float | None) -> bool:

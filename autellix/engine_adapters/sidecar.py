@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.api_errors import error_shape_of, unauthorized
@@ -234,7 +235,8 @@ async def _errors(
             raise
         kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
         return error_response(SidecarError(exc.reason, status=exc.status, error_type=kind), shape)
-    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+    # the body's framing broke (chunked encoding, length) or its Content-Encoding does not decode
+    except (BadHttpMessage, RequestPayloadError) as exc:
         return error_response(SidecarError(f"Malformed request body: {type(exc).__name__}."), shape)
     except ConnectionResetError:
         raise  # the client is gone: nobody to answer

@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.api_errors import ApiError, ErrorShape, bad_request, error_body, unauthorized
@@ -132,7 +133,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = "not_found" if exc.status == 404 else "method_not_allowed" if exc.status == 405 else None
         response = error_response(exc.status, exc.reason, code, shape=shape)
-    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+    # the body's framing broke (chunked encoding, length) or its Content-Encoding does not decode
+    except (BadHttpMessage, RequestPayloadError) as exc:
         message = f"Malformed request body: {type(exc).__name__}"
         response = error_response(400, message, "invalid_body", shape=shape)
     except asyncio.CancelledError:
