@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from autellix.api_errors import ApiError, ErrorShape, anthropic_body, error_message, is_anthropic_error
+from autellix.api_errors import (
+    ApiError,
+    ErrorShape,
+    anthropic_body,
+    error_message,
+    error_shape_of,
+    is_anthropic_error,
+)
 from autellix.engine_adapters.accounting import Usage, compute_report
 from autellix.engine_adapters.apis import BY_PATH, ApiRules
 from autellix.engine_adapters.protocol import HEADER_PREFIX, REPORT_HEADER, CompletionReport
@@ -308,6 +315,8 @@ async def passthrough(sidecar: Sidecar, request: web.Request) -> web.StreamRespo
             raise SidecarError(
                 f"the engine broke off its answer: {exc!r}", status=502, error_type="BadGatewayError"
             ) from exc
+        if upstream.status >= 400 and error_shape_of(request.path) == "anthropic":  # rule 2
+            payload = _anthropic_error(upstream.status, payload)
         return web.Response(body=payload, status=upstream.status, headers=headers)
     finally:
         upstream.close()

@@ -19,7 +19,7 @@ import pytest
 
 from autellix.launch import ServiceGroup, service, wait_backends_healthy
 
-EXAMPLES = int(os.environ.get("AUTELLIX_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("AUTELLIX_FUZZ_EXAMPLES", "8"))
 WITNESS = "fuzz-witness-program"
 
 

@@ -13,8 +13,8 @@ TIMEOUT = 15.0  # "never a hang past a bound": every request is answered (or its
 def check_answer(path: str, status: int, content_type: str, body: bytes, vllm_words: bool = False) -> None:
     """Never a 5xx; an error is JSON in the route's API shape (Anthropic's on the Messages routes).
 
-    ``vllm_words``: the simulated engine answers as vLLM does, whose Messages routes word validation
-    errors in OpenAI's shape (simulator/messages_api.py rule 2); either shape is then accepted.
+    ``vllm_words``: either shape is accepted (the simulated engine answers as vLLM does, whose Messages
+    routes word validation errors in OpenAI's shape: simulator/messages_api.py rule 2).
     """
     assert status < 500, f"{status} on {path}: {body[:500]!r}"
     if status < 400:

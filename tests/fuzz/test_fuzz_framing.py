@@ -107,7 +107,11 @@ def test_badly_framed_bodies(fleet: Fleet, service: str, path: str, mode: str, c
             sock.close()
             _after(fleet, service, before)
             return
-        _check_raw(path, _read_reply(sock), service == "engine")
+        # A chunk-size line that breaks in the packet that carried the head reaches aiohttp's error hook
+        # without the request (its stand-in has the path "/"), so the route's shape is unknown there:
+        # JSON either way, never a 5xx (a known limit, README "Reliability").
+        lenient = service == "engine" or mode == "bad_chunked"
+        _check_raw(path, _read_reply(sock), lenient)
     _after(fleet, service, before)
 
 
