@@ -31,6 +31,7 @@ _OPENAI_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    429: "requests",  # what OpenAI answers past a request-count limit (code rate_limit_exceeded)
     500: "server_error",
     502: "upstream_error",
     503: "service_unavailable",

@@ -16,7 +16,8 @@ repeats may be an ``Authorization`` header. So every service runs with:
    ``X-Thread-Id`` at most 256 printable characters (proxy/identity.py), ``X-Autellix-*`` (protocol.py).
 2. Answers: a request whose head breaks a limit gets 431 (headers) or 414 (request line), any other
    malformed request 400, an error that escaped every middleware 500, all as the JSON the service's
-   ``error_body(status, message)`` builds, never echoing the request. The connection is closed after
+   ``error_body(status, message)`` builds (Anthropic's shape on the Messages routes, whatever the
+   service), never echoing the request. The connection is closed after
    such an answer, as aiohttp does (the stream is no longer trustworthy).
 3. Logging: a malformed request is the client's problem and is logged at debug level, in one line;
    only a 500 is logged with its traceback.
@@ -36,6 +37,8 @@ from typing import Any
 
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+
+from autellix.api_errors import anthropic_body, error_shape_of
 
 ErrorBody = Callable[[int, str], dict[str, Any]]
 
@@ -93,7 +96,12 @@ class _JsonErrorHandler(web_protocol.RequestHandler):
             log.error("error handling %s %s", request.method, request.path, exc_info=exc)
         else:
             log.debug("malformed request from %s: %s", request.remote, type(exc).__name__)
-        response = web.json_response(server.error_body(answer, text), status=answer)
+        try:
+            anthropic = error_shape_of(request.path) == "anthropic"
+        except Exception:  # a request line too broken to have a path
+            anthropic = False
+        body = anthropic_body(answer, text) if anthropic else server.error_body(answer, text)
+        response = web.json_response(body, status=answer)
         response.force_close()
         return response
 

@@ -122,6 +122,20 @@ class SidecarSettings(BaseSettings):
         "detected, else SGLang's default, higher first)",
     )
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="largest request body accepted")
+    max_queued: int = Field(
+        2048,
+        ge=0,
+        description="calls that may wait in the local queue; past it a 429 with Retry-After, which the "
+        "proxy tries on another engine (0: unbounded)",
+    )
+    retry_after: float = Field(1.0, gt=0, description="seconds a queue-full 429 asks the caller to wait")
+    max_call_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="deadline of every call and cap of the caller's X-Request-Timeout header (seconds): "
+        "a call still queued past it is a 504, a stream is cut with an error event (0: no deadline but "
+        "the caller's)",
+    )
     connect_timeout: float = Field(5.0, gt=0, description="seconds to wait for a connection to the engine")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     api_key: Annotated[list[str], NoDecode] = Field(

@@ -132,6 +132,12 @@ class SidecarMetrics:
         self.requests = Counter(
             PREFIX + "requests", "Generation requests by outcome.", ["outcome"], registry=self.registry
         )
+        self.rejected = Counter(
+            PREFIX + "rejected",
+            "Calls refused or cut: queue_full (429), deadline (504 while queued), deadline_midstream.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.probe_failures = Counter(
             PREFIX + "probe_failures",
             "Engine load probes that failed or could not be read.",

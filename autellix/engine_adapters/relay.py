@@ -3,8 +3,10 @@
 1. The body goes out as the client sent it (the raw bytes) unless the adapter must change it:
    ``priority`` from the call's queue level when the engine runs a priority policy, and
    ``stream_options.include_usage`` for streams, so we can count tokens.
-2. Non-streamed answers and engine errors (any status) pass through with their status and body; the
-   completion report rides in the ``X-Autellix-Report`` header, which only the proxy reads.
+2. Non-streamed answers and engine errors (any status) pass through with their status and body (but
+   on the Messages routes an engine error in OpenAI's shape, which is how vLLM words its validation
+   errors there, is re-worded in Anthropic's, the route's shape); the completion report rides in the
+   ``X-Autellix-Report`` header, which only the proxy reads.
 3. Streams are relayed event by event as they arrive (sse.py), the report written as an SSE comment
    just before ``data: [DONE]`` (or at the end of a stream that broke off), a usage chunk that only we
    asked for removed.
@@ -12,6 +14,10 @@
    engine breaks off), the engine response is *closed*, not released: closing the connection is how
    vLLM, SGLang and the simulated engine learn to abort the request. A fully read response is
    released, so its connection is reused.
+5. The call's deadline (event-loop time; autellix/deadlines.py) bounds the engine's answer: passed
+   before its head or while a whole answer is read, a 504; mid-stream, the stream is cut like one the
+   engine broke off. A stream cut either way ends with the API's error event (the proxy's words for
+   it, autellix/proxy/apis), so a client that talks to the sidecar directly knows it is incomplete.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from autellix.api_errors import ApiError, ErrorShape
+from autellix.api_errors import (
+    ApiError,
+    ErrorShape,
+    anthropic_body,
+    error_message,
+    error_shape_of,
+    is_anthropic_error,
+)
 from autellix.engine_adapters.accounting import Usage, compute_report
 from autellix.engine_adapters.apis import BY_PATH, ApiRules
 from autellix.engine_adapters.base import EngineAdapter
@@ -102,6 +115,7 @@ async def forward_call(
     body: dict[str, Any],
     call_id: str,
     admission: Admission,
+    deadline: float | None = None,
 ) -> tuple[web.StreamResponse, bool, CompletionReport | None]:
     """Send an admitted call to the engine; returns the client's response, whether the call ended
     normally (False: the engine was unreachable or broke off; the gate then counts an abort) and the
@@ -131,7 +145,18 @@ async def forward_call(
         )
 
     try:
-        upstream = await sidecar.client.request("POST", path, data, headers)
+        async with asyncio.timeout_at(deadline):
+            upstream = await sidecar.client.request("POST", path, data, headers)
+    except TimeoutError:  # rule 5
+        report = report_for(completed_at=gate.now(), usage=None, ok=False)
+        _observe(sidecar, report, "deadline")
+        error = SidecarError(
+            "The call's deadline passed before the engine answered",
+            status=504,
+            error_type="TimeoutError",
+            headers={REPORT_HEADER: report.to_json()},
+        )
+        return error_response(error, rules.error_shape), False, report
     except EngineUnavailable as exc:
         report = report_for(completed_at=gate.now(), usage=None, ok=False)
         _observe(sidecar, report, "engine_unavailable")
@@ -146,10 +171,10 @@ async def forward_call(
     try:
         if stream and upstream.status == 200 and upstream.content_type == "text/event-stream":
             response, completed, reusable, report = await _relay_stream(
-                sidecar, request, upstream, client_wants_usage, report_for, rules
+                sidecar, request, upstream, client_wants_usage, report_for, rules, deadline
             )
         else:
-            response, completed, report = await _relay_whole(sidecar, upstream, report_for, rules)
+            response, completed, report = await _relay_whole(sidecar, upstream, report_for, rules, deadline)
             reusable = completed
         return response, completed, report
     finally:
@@ -164,17 +189,22 @@ async def _relay_whole(
     upstream: aiohttp.ClientResponse,
     report_for: Callable[..., CompletionReport],
     rules: ApiRules,
+    deadline: float | None,
 ) -> tuple[web.StreamResponse, bool, CompletionReport]:
     gate = sidecar.gate
     try:
-        payload = await upstream.read()
+        async with asyncio.timeout_at(deadline):
+            payload = await upstream.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         report = report_for(completed_at=gate.now(), usage=None, ok=False)
-        _observe(sidecar, report, "engine_broke_off")
+        late = isinstance(exc, TimeoutError) and _passed(deadline)
+        _observe(sidecar, report, "deadline" if late else "engine_broke_off")
         error = SidecarError(
-            f"the engine broke off its answer: {exc!r}",
-            status=502,
-            error_type="BadGatewayError",
+            "The call's deadline passed while the engine answered"
+            if late
+            else f"the engine broke off its answer: {exc!r}",
+            status=504 if late else 502,
+            error_type="TimeoutError" if late else "BadGatewayError",
             headers={REPORT_HEADER: report.to_json()},
         )
         return error_response(error, rules.error_shape), False, report
@@ -189,6 +219,8 @@ async def _relay_whole(
         shaped = rules.whole_usage(decoded) if isinstance(decoded, dict) else None
         if shaped is not None:
             usage = sidecar.adapter.read_usage(shaped)
+    elif rules.error_shape == "anthropic":
+        payload = _anthropic_error(upstream.status, payload)
     report = report_for(completed_at=completed_at, usage=usage, ok=ok)
     _observe(sidecar, report, "ok" if ok else "engine_error")
     headers = response_headers(upstream.headers)
@@ -203,6 +235,7 @@ async def _relay_stream(
     client_wants_usage: bool,
     report_for: Callable[..., CompletionReport],
     rules: ApiRules,
+    deadline: float | None,
 ) -> tuple[web.StreamResponse, bool, bool, CompletionReport]:
     """Relay an SSE stream; returns the response, whether the call ended normally, whether the
     engine connection may be reused (it reached its end), and the report."""
@@ -213,7 +246,8 @@ async def _relay_stream(
     chunks = upstream.content.iter_any().__aiter__()
     while not relay.done:
         try:
-            chunk = await chunks.__anext__()
+            async with asyncio.timeout_at(deadline):
+                chunk = await chunks.__anext__()
         except StopAsyncIteration:
             break
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -227,11 +261,44 @@ async def _relay_stream(
     report = report_for(
         completed_at=sidecar.gate.now(), usage=relay.usage, ok=ok, fallback_output_tokens=relay.content_events
     )
-    _observe(sidecar, report, "ok" if ok else "engine_error" if broke_off is None else "engine_broke_off")
-    await response.write(relay.finish(report.sse_line()))
+    late = isinstance(broke_off, TimeoutError) and _passed(deadline)
+    outcome = "deadline" if late else "engine_broke_off"
+    _observe(sidecar, report, "ok" if ok else "engine_error" if broke_off is None else outcome)
+    if late:
+        sidecar.metrics.rejected.labels("deadline_midstream").inc()
+    ending = relay.finish(report.sse_line())
+    if broke_off is not None:  # rule 5: the API's error event, then the report
+        why = "the call's deadline passed" if late else f"the engine broke off: {broke_off!r}"
+        ending = _STREAM_ERRORS[rules.path](f"Stream cut: {why}") + ending
+    await response.write(ending)
     await response.write_eof()
     reusable = broke_off is None and await _drained(upstream)
     return response, broke_off is None, reusable, report
+
+
+def _anthropic_error(status: int, payload: bytes) -> bytes:
+    """Rule 2: an engine's OpenAI-shaped error on a Messages route, in Anthropic's shape."""
+    try:
+        decoded = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return payload
+    message = error_message(decoded)
+    if message is None or is_anthropic_error(decoded):
+        return payload
+    return json.dumps(anthropic_body(status, message)).encode()
+
+
+def _passed(deadline: float | None) -> bool:
+    return deadline is not None and asyncio.get_running_loop().time() >= deadline
+
+
+def _stream_errors() -> dict[str, Callable[[str], bytes]]:
+    from autellix.proxy.apis import APIS  # the same words as the proxy's, for every API
+
+    return {api.path: api.stream_error for api in APIS}
+
+
+_STREAM_ERRORS = _stream_errors()
 
 
 async def _drained(upstream: aiohttp.ClientResponse) -> bool:
@@ -271,6 +338,8 @@ async def passthrough(sidecar: Sidecar, request: web.Request) -> web.StreamRespo
             raise SidecarError(
                 f"the engine broke off its answer: {exc!r}", status=502, error_type="BadGatewayError"
             ) from exc
+        if upstream.status >= 400 and error_shape_of(request.path) == "anthropic":  # rule 2
+            payload = _anthropic_error(upstream.status, payload)
         return web.Response(body=payload, status=upstream.status, headers=headers)
     finally:
         upstream.close()

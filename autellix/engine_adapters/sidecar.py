@@ -11,6 +11,10 @@ A generation request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/
    a program id is a program of its own;
 2. queue: a :class:`QueuedCall` placed by the program's service (``plas``, ``mlfq``) or critical path
    (``atlas``), waited on until the gate admits it (relay.py then takes over);
+   a call beyond ``--max-queued`` waiting calls is a 429 with ``Retry-After`` (never queued), and one
+   whose deadline (``X-Request-Timeout``, capped by ``--max-call-seconds``; autellix/deadlines.py)
+   passes while it waits is a 504 and leaves the queue; past admission the deadline cuts the engine
+   request (relay.py rule 5);
 3. leave: in a ``finally``, whatever happened (finished, engine error, client gone while queued or
    while streaming), so the queue, the in-flight count and the window never leak a call.
 
@@ -38,10 +42,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.api_errors import error_shape_of, unauthorized
 from autellix.auth import KeyRing, forwards_client_authorization, read_key_file, requires_key
+from autellix.deadlines import DEADLINE_HEADER, DeadlineError, call_timeout, retry_after
 from autellix.engine_adapters.accounting import estimate_input_tokens, requested_output_tokens
 from autellix.engine_adapters.admission import AdmissionWindow
 from autellix.engine_adapters.apis import BY_PATH
@@ -229,7 +235,8 @@ async def _errors(
             raise
         kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
         return error_response(SidecarError(exc.reason, status=exc.status, error_type=kind), shape)
-    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+    # the body's framing broke (chunked encoding, length) or its Content-Encoding does not decode
+    except (BadHttpMessage, RequestPayloadError) as exc:
         return error_response(SidecarError(f"Malformed request body: {type(exc).__name__}."), shape)
     except ConnectionResetError:
         raise  # the client is gone: nobody to answer
@@ -278,20 +285,46 @@ async def _generate(request: web.Request, path: str) -> web.StreamResponse:
         context = decode_call_context(request.headers, uuid.uuid4().hex, time.time())
     except ProtocolError as exc:
         raise SidecarError(str(exc), param="headers") from exc
-    call = sidecar.queued_call(context, body)
+    settings = sidecar.settings
+    try:
+        timeout = call_timeout(request.headers, settings.max_call_seconds)
+    except DeadlineError as exc:
+        raise SidecarError(str(exc), param=DEADLINE_HEADER) from None
     gate = sidecar.gate
+    if 0 < settings.max_queued <= gate.waiting:  # rule 2: never queued
+        sidecar.metrics.rejected.labels("queue_full").inc()
+        raise SidecarError(
+            f"The sidecar's queue is full ({settings.max_queued} calls waiting, --max-queued); retry "
+            "after the Retry-After seconds",
+            status=429,
+            error_type="RateLimitError",
+            headers={"Retry-After": retry_after(settings.retry_after)},
+        )
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    call = sidecar.queued_call(context, body)
     admission_future = gate.enter(call, sidecar.call_tokens(call, body))
     completed = False
     usage: CallUsage | None = None
     try:
-        admission = await admission_future
+        try:
+            async with asyncio.timeout_at(deadline):
+                admission = await admission_future
+        except TimeoutError:
+            sidecar.metrics.rejected.labels("deadline").inc()
+            raise SidecarError(
+                f"The call's deadline ({timeout:g} s, {DEADLINE_HEADER} or --max-call-seconds) passed "
+                "while it was queued",
+                status=504,
+                error_type="TimeoutError",
+            ) from None
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "admit %s (program %s, service %.3f s) from level %d after %.3f s",
                 context.call_id, context.program_id, call.program_service, admission.level, admission.waited,
             )  # fmt: skip
         response, completed, report = await forward_call(
-            sidecar, request, path, raw, body, context.call_id, admission
+            sidecar, request, path, raw, body, context.call_id, admission, deadline
         )
         if report is not None:
             usage = CallUsage(

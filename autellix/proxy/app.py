@@ -43,6 +43,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix.api_errors import ApiError, ErrorShape, bad_request, error_body, unauthorized
@@ -62,6 +63,7 @@ from .exchange import Exchange
 from .failover import FailoverTable, LocalProgramTable
 from .headers import without_authorization
 from .identity import IdentityError, check_id
+from .limits import CallLimits
 from .metrics import ProxyMetrics
 from .passthrough import Passthrough
 from .programs import CallFinish, ProgramExpiry, ProgramState
@@ -139,7 +141,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         code = "not_found" if exc.status == 404 else "method_not_allowed" if exc.status == 405 else None
         response = error_response(exc.status, exc.reason, code, shape=shape)
-    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+    # the body's framing broke (chunked encoding, length) or its Content-Encoding does not decode
+    except (BadHttpMessage, RequestPayloadError) as exc:
         message = f"Malformed request body: {type(exc).__name__}"
         response = error_response(400, message, "invalid_body", shape=shape)
     except asyncio.CancelledError:
@@ -168,10 +171,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             )
             raise unauthorized(result.message, result.challenge)
         if result.key_id is not None:
-            request[TENANT] = Tenant(result.key_id)
+            request[TENANT] = Tenant(result.key_id)  # tenants.py rule 1; limits.py rule 1 counts it
     credential = "Authorization" in request.headers or "x-api-key" in request.headers
     if not guard.forward_authorization and credential:
-        try:
+        try:  # the clone keeps the request's state, the tenant with it
             request = request.clone(headers=without_authorization(request.headers.items()))
         except UnicodeEncodeError:
             raise bad_request("Request headers must be UTF-8", code="invalid_headers") from None
@@ -482,6 +485,7 @@ def create_app(
             CallSettings(settings.retries, settings.retry_backoff, frozenset(settings.program_kinds), ids),
             replica_id,
             random.Random(),
+            CallLimits(settings.limit_settings()),
         )
         passthrough = Passthrough(upstream, pool, store)
         app[PROXY] = Proxy(

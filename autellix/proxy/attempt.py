@@ -42,6 +42,12 @@ class Attempt:
     upstream_end: float = 0.0
     finished: bool = False
     draining: bool = False  # the upstream reply belongs to a background drain (calls.py rule 7)
+    deadline: float | None = None  # the call's deadline, event-loop time (limits.py rule 4)
+    timeout: float = 0.0  # the seconds that deadline allowed, for the error message
+
+    def left(self, now: float) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - now
 
 
 class Ledger:

@@ -51,6 +51,9 @@ relay.py move one attempt's bytes. This module runs them in order and retries. P
 10. Every program id, named by the client or by the proxy, is the tenant's table id from here on
    (tenants.py rule 2); with ``--require-signed-ids`` an id the client named without a valid tag is a
    403 before anything else happens (tenants.py rule 4).
+11. Bounds and deadline (limits.py): a tenant past its bound is a 429 before the body is read; an
+    engine at its bound is left out of routing (all full: a 429); the call's deadline covers every
+    attempt and backoff (exchange.py and relay.py answer 504 or cut the stream when it passes).
 """
 
 from __future__ import annotations
@@ -64,12 +67,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from autellix.api_errors import ApiError, bad_request
+from autellix.deadlines import DEADLINE_HEADER, DeadlineError, call_timeout, deadline_exceeded
 
 from .apis import Api
 from .attempt import Attempt, Ledger
 from .backends import BackendPool
 from .exchange import Exchange, Retry
 from .identity import IdentityError, extract_identity, program_kind
+from .limits import DEFAULT_TENANT, CallLimits, LimitSettings
 from .metrics import ProxyMetrics
 from .programs import CallStart
 from .routing import EngineView, NoEngineAvailable, RouteRequest, RoutingPolicy
@@ -107,6 +112,7 @@ class CallPath:
         settings: CallSettings,
         replica_id: str,
         rng: random.Random | None = None,
+        limits: CallLimits | None = None,
     ) -> None:
         self.pool = pool
         self.store = store
@@ -118,8 +124,35 @@ class CallPath:
         self.replica_id = replica_id
         self.rng = rng or random.Random(0)
         self._seq = itertools.count()
+        self.limits = limits or CallLimits(LimitSettings())
 
     async def handle(self, request: web.Request, api: Api) -> web.StreamResponse:
+        """Rule 11 around the call: its deadline read, its tenant counted in and out."""
+        try:
+            timeout = call_timeout(request.headers, self.limits.settings.max_call_seconds)
+        except DeadlineError as exc:
+            raise bad_request(str(exc), param=DEADLINE_HEADER, code="invalid_header") from None
+        tenant = tenant_of(request).key_id or DEFAULT_TENANT  # limits.py rule 1
+        try:
+            self.limits.enter(tenant)
+        except ApiError:
+            self.metrics.child(self.metrics.rejected, "key_full").inc()
+            raise
+        try:
+            if timeout is None:
+                return await self._handle(request, api, None)
+            deadline = asyncio.get_running_loop().time() + timeout
+            return await self._handle(request, api, (deadline, timeout))
+        except ApiError as exc:
+            if exc.code == "deadline_exceeded":
+                self.metrics.child(self.metrics.rejected, "deadline").inc()
+            raise
+        finally:
+            self.limits.leave(tenant)
+
+    async def _handle(
+        self, request: web.Request, api: Api, deadline: tuple[float, float] | None
+    ) -> web.StreamResponse:
         started = time.perf_counter()
         raw = await request.read()
         body = api.parse(raw)
@@ -161,7 +194,10 @@ class CallPath:
             views = [
                 EngineView(
                     b.engine_id,
-                    healthy=b.healthy and b.engine_id not in excluded and required in (None, b.engine_id),
+                    healthy=b.healthy
+                    and b.engine_id not in excluded
+                    and required in (None, b.engine_id)
+                    and not self.limits.engine_full(b.in_flight),
                     outstanding=store.loads.get(b.engine_id, 0),
                     resident=self.ledger.resident(b.engine_id),
                 )
@@ -180,6 +216,12 @@ class CallPath:
             except NoEngineAvailable as exc:
                 if one_shot:
                     await store.end(program_id, time.time())
+                if last_error is None and any(
+                    b.healthy and b.engine_id not in excluded and self.limits.engine_full(b.in_flight)
+                    for b in serving
+                ):
+                    self.metrics.child(self.metrics.rejected, "engines_full").inc()
+                    raise self.limits.engines_full() from None
                 if last_error is None and required is not None:
                     raise ApiError(
                         503,
@@ -206,6 +248,8 @@ class CallPath:
                 excluded.add(engine)
                 continue
             this = Attempt(program_id, call, one_shot, started, result.service_atlas, engine=engine)
+            if deadline is not None:
+                this.deadline, this.timeout = deadline
             try:
                 return await self.exchange.run(
                     request, api, backend, body, raw, identity.thread_id, result, this
@@ -221,6 +265,12 @@ class CallPath:
                 retries += 1
                 self.metrics.retries.labels(engine).inc()
                 delay = self.settings.backoff * (2 ** (retries - 1)) * (0.5 + self.rng.random())
+                if deadline is not None:
+                    left = deadline[0] - asyncio.get_running_loop().time()
+                    if left <= delay:
+                        if one_shot:
+                            await store.end(program_id, time.time())
+                        raise deadline_exceeded(deadline[1], "before any engine answered") from None
                 if delay > 0:
                     await asyncio.sleep(delay)
         raise AssertionError("unreachable")

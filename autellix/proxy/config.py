@@ -125,6 +125,26 @@ class ProxySettings(BaseSettings):
     retry_backoff: float = Field(0.05, ge=0, description="seconds before the first retry (doubling after)")
     connect_timeout: float = Field(2.0, gt=0, description="seconds to connect to a backend")
     read_timeout: float = Field(600.0, gt=0, description="seconds a backend may stay silent mid-call")
+    max_queued_per_key: int = Field(
+        1024,
+        ge=0,
+        description="calls one API key (or, without keys, all clients) may have in progress on this "
+        "replica; past it a 429 with Retry-After (0: unbounded)",
+    )
+    max_queued_per_engine: int = Field(
+        2048,
+        ge=0,
+        description="calls this replica may have in progress on one backend; a full backend is left out "
+        "of routing, all full: a 429 with Retry-After (0: unbounded)",
+    )
+    retry_after: float = Field(1.0, gt=0, description="seconds a 429 of these bounds asks clients to wait")
+    max_call_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="deadline of every call and cap of a client's X-Request-Timeout header (seconds): "
+        "past it a call still waiting is a 504, a stream is cut with an error event (0: no deadline "
+        "but the client's)",
+    )
     ready_requires_table: bool = Field(
         True, description="GET /ready fails while Redis is unreachable (off: ready whenever a backend is)"
     )
@@ -238,6 +258,13 @@ class ProxySettings(BaseSettings):
         """Every accepted key: the listed ones, then the key file's (read now)."""
         from_file = read_key_file(self.api_key_file) if self.api_key_file is not None else ()
         return (*self.api_key, *from_file)
+
+    def limit_settings(self) -> Any:
+        from autellix.proxy.limits import LimitSettings
+
+        return LimitSettings(
+            self.max_queued_per_key, self.max_queued_per_engine, self.retry_after, self.max_call_seconds
+        )
 
     def backends(self) -> list[tuple[str, str]]:
         return [parse_backend(value) for value in self.backend]

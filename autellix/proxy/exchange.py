@@ -10,21 +10,29 @@
 4. A whole reply is read, its report (``X-Autellix-Report``) or the measurement (execution = request
    sent → reply, wait 0) finishes the attempt, and it goes to the client with its status; a read that
    breaks off is a 502. An SSE reply is relayed (relay.py).
-5. Whatever else ends the attempt (the client left: the handler is cancelled; a write failed; the
+5. The call's deadline (limits.py rule 4) bounds the wait for the reply's head and the read of a
+   whole reply (then a 504, autellix/deadlines.py rule 2); what is left of it goes upstream in
+   ``X-Request-Timeout`` (rule 3 there), so a sidecar drops the call from its queue in time. A
+   sidecar's 429 (its queue is full) is tried on another engine like a 503; after the last retry the
+   client gets it, with its ``Retry-After``.
+6. Whatever else ends the attempt (the client left: the handler is cancelled; a write failed; the
    unforeseen) finishes it as failed in the background, with the time measured so far; the upstream
    reply is closed, which aborts the call in the sidecar or engine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from autellix.api_errors import ApiError, error_message
+from autellix.deadlines import DEADLINE_HEADER, deadline_exceeded, header_value
 from autellix.engine_adapters.protocol import REPORT_HEADER, CallContext
 
 from .apis import Api, CallBody
@@ -38,7 +46,7 @@ from .transport import Transport, UpstreamBroken, UpstreamReply, UpstreamRequest
 
 log = logging.getLogger("autellix.proxy.forward")
 
-_RETRY_STATUSES = frozenset({502, 503})
+_RETRY_STATUSES = frozenset({429, 502, 503})
 
 
 class Retry(Exception):
@@ -89,6 +97,12 @@ class Exchange:
             input_tokens=body.input_tokens,
         )
         headers = upstream_headers(request.headers.items(), context)
+        left = attempt.left(asyncio.get_running_loop().time())
+        if left is not None:
+            if left <= 0:
+                await self.ledger.finish(attempt, None, 0.0, 0.0, ok=False, end=attempt.one_shot)
+                raise deadline_exceeded(attempt.timeout, "before the call was sent")
+            headers[DEADLINE_HEADER] = header_value(left)
         engine = backend.engine_id
         ledger = self.ledger
         backend.in_flight += 1
@@ -98,7 +112,12 @@ class Exchange:
         try:
             try:
                 sending = UpstreamRequest("POST", backend.url + api.path, headers, raw)
-                reply = await self.transport.send(sending)
+                async with asyncio.timeout(left):
+                    reply = await self.transport.send(sending)
+            except TimeoutError:  # rule 5: only the deadline's (the transport raises its own kinds)
+                elapsed = time.perf_counter() - attempt.sent
+                await ledger.finish(attempt, None, elapsed, 0.0, ok=False, end=attempt.one_shot)
+                raise deadline_exceeded(attempt.timeout, "before the engine answered") from None
             except UpstreamUnavailable as exc:  # rule 2
                 if exc.unreachable:
                     self.pool.record_call_failure(engine, exc.reason)
@@ -112,7 +131,7 @@ class Exchange:
             if reply.status in _RETRY_STATUSES:
                 data = await reply.read()
                 await ledger.finish(attempt, None, 0.0, 0.0, ok=False, end=False)
-                raise Retry(f"status_{reply.status}", _passthrough_error(reply.status, data))
+                raise Retry(f"status_{reply.status}", _passthrough_error(reply.status, data, reply.headers))
             if reply.status in (401, 403) and self.owns_upstream_credential:  # rule 3
                 await reply.read()
                 await ledger.finish(attempt, None, 0.0, 0.0, ok=False, end=attempt.one_shot)
@@ -146,7 +165,12 @@ class Exchange:
         """Rule 4 (and calls.py rule 9: a stored reply's id is remembered before the client has it)."""
         ledger = self.ledger
         try:
-            data = await reply.read()
+            async with asyncio.timeout(attempt.left(asyncio.get_running_loop().time())):
+                data = await reply.read()
+        except TimeoutError:  # rule 5
+            elapsed = time.perf_counter() - attempt.sent
+            await ledger.finish(attempt, None, 0.0, elapsed, ok=False, end=attempt.one_shot)
+            raise deadline_exceeded(attempt.timeout, "while the reply was read") from None
         except UpstreamBroken as exc:
             self.metrics.upstream_errors.labels(engine, "midstream").inc()
             elapsed = time.perf_counter() - attempt.sent
@@ -164,9 +188,13 @@ class Exchange:
         return web.Response(status=reply.status, body=data, headers=client_headers(reply.headers.items()))
 
 
-def _passthrough_error(status: int, data: bytes) -> ApiError:
-    """A backend's 502/503 after the last retry: its own message when it sent an error body."""
+def _passthrough_error(status: int, data: bytes, headers: Mapping[str, str]) -> ApiError:
+    """A backend's 429/502/503 after the last retry: its own message when it sent an error body (and a
+    429's ``Retry-After``)."""
     message = f"Upstream answered {status}"
     with contextlib.suppress(ValueError, UnicodeDecodeError):
         message = error_message(json.loads(data)) or message
+    if status == 429:
+        wait = headers.get("Retry-After", "1")
+        return ApiError(429, message, code="rate_limit_exceeded", headers={"Retry-After": wait})
     return ApiError(status, message, code="upstream_unavailable")

@@ -159,6 +159,12 @@ class ProxyMetrics:
             ["engine", "kind"],
             registry=r,
         )
+        self.rejected = Counter(
+            "autellix_proxy_rejected",
+            "calls refused or cut by a bound (key_full, engines_full: 429) or their deadline (504 or cut)",
+            ["reason"],
+            registry=r,
+        )
         self.retries = Counter(
             "autellix_proxy_retries",
             "calls retried on another engine, by the engine that failed",

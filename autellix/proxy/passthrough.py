@@ -16,12 +16,12 @@ None of these runs a generation, so none is queued, started in the program table
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 
 from aiohttp import web
 
 from autellix.api_errors import ApiError
+from autellix.jsonbody import JsonBodyError, parse_json
 
 from .backends import Backend, BackendPool
 from .calls import tenant_of
@@ -53,8 +53,8 @@ class Passthrough:
         """Rule 2."""
         raw = await request.read()
         model = None
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            data = json.loads(raw)
+        with contextlib.suppress(JsonBodyError):  # the backend answers for a bad body in its words
+            data = parse_json(raw)
             named = data.get("model") if isinstance(data, dict) else None
             model = named if isinstance(named, str) else None
         serving = self.pool.serving(model)

@@ -14,7 +14,11 @@
    breaks off after it is ignored (logged at debug).
 5. A write that finds the client gone before the last event is announced ends the call as the client's
    cancellation would (the handler is cancelled: the upstream connection is closed, which aborts it).
-6. A stream whose reply the engine stores (Responses) names it early (``response.created``): its id
+6. The call's deadline (limits.py rule 4) passing mid-stream cuts it as rule 4 does, with the
+   deadline named in the error event (autellix/deadlines.py rule 2). An upstream whose stream stops
+   (end of body) before its last event is a break-off too: the client's stream still ends with the
+   API's error event, never as if it were complete.
+7. A stream whose reply the engine stores (Responses) names it early (``response.created``): its id
    is remembered with the call's program and engine before the event that names it is sent.
 """
 
@@ -91,13 +95,23 @@ class StreamRelay:
                 await send(segment)
 
         failure: UpstreamBroken | None = None
+        loop = asyncio.get_running_loop()
         while not ending.complete:
             try:  # only the upstream's errors are caught here; the client's (while writing) propagate
-                chunk = await reply.readany()
+                async with asyncio.timeout_at(attempt.deadline):
+                    chunk = await reply.readany()
             except UpstreamBroken as exc:
                 failure = exc
                 break
+            except TimeoutError:  # rule 6
+                if loop.time() < (attempt.deadline or 0.0):
+                    raise  # not the deadline's
+                self.metrics.child(self.metrics.rejected, "deadline_midstream").inc()
+                failure = UpstreamBroken(f"the call's deadline ({attempt.timeout:g} s) passed", True)
+                break
             if not chunk:
+                if not ending.announced:  # rule 6: the stream stopped short of its last event
+                    failure = UpstreamBroken("the stream ended before its last event")
                 break
             if first is None:
                 first = time.perf_counter()

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.simulator.openai_api import ApiError
 
 
@@ -57,8 +58,8 @@ class CountTokensRequest(BaseModel):
 def parse(raw: bytes, model: type[BaseModel]) -> Any:
     """Rule 2's validation errors, in OpenAI's shape as vLLM answers them."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json(raw)  # too deep or too large a number is a 400 too (a RecursionError was a 500)
+    except JsonBodyError as exc:
         raise ApiError(f"JSON decode error: {exc}", error_type="Bad Request", param="body") from exc
     if not isinstance(data, dict):
         raise ApiError("Request body must be a JSON object", error_type="Bad Request", param="body")

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.simulator.openai_api import INT64_MAX, INT64_MIN, ApiError
 
 MAX_STORED = 10_000  # vLLM never forgets a stored response; a long simulation must
@@ -57,8 +58,8 @@ class ResponsesRequest(BaseModel):
 def parse_request(raw: bytes) -> ResponsesRequest:
     """Rule 1; a bad body is a 400 worded as vLLM's validation errors are."""
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = parse_json(raw)  # too deep or too large a number is a 400 too (a RecursionError was a 500)
+    except JsonBodyError as exc:
         raise ApiError(f"JSON decode error: {exc}", error_type="Bad Request", param="body") from exc
     if not isinstance(data, dict):
         raise ApiError("Request body must be a JSON object", error_type="Bad Request", param="body")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from autellix import __version__
@@ -78,7 +79,8 @@ async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamRe
             kind = "NotFoundError" if exc.status == 404 else "BadRequestError"
             return error_response(ApiError(exc.reason, status=exc.status, error_type=kind))
         raise
-    except BadHttpMessage as exc:  # the body's framing broke (chunked encoding, length) while read
+    # the body's framing broke (chunked encoding, length) or its Content-Encoding does not decode
+    except (BadHttpMessage, RequestPayloadError) as exc:
         return error_response(ApiError(f"Malformed request body: {type(exc).__name__}."))
     except ConnectionResetError:
         raise  # the client is gone: nobody to answer

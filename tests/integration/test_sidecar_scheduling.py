@@ -107,11 +107,14 @@ def test_atlas_moves_parallel_calls_of_one_program_together(
         (0.14, "x-3", program("x", service=3.0, critical_path=1.0, thread="t3"), 4),
     ]
     for scheduler, expected in [
-        ("atlas", ["blocker", "x-1", "x-2", "x-3", "y"]),  # the critical path places x above y
-        ("plas", ["blocker", "x-1", "y", "x-2", "x-3"]),  # the PLAS sum puts x level with y: FIFO
+        ("atlas", ["x-1", "x-2", "x-3", "y"]),  # the critical path places x above y
+        ("plas", ["x-1", "y", "x-2", "x-3"]),  # the PLAS sum puts x level with y: FIFO
     ]:
         sidecar = sidecar_factory(engine.url, *ONE_AT_A_TIME, "--scheduler", scheduler, name=scheduler)
-        assert completion_order(sidecar.url, plan) == expected, scheduler
+        # On a loaded machine x-1 can reach the engine before the blocker; the blocker (service 0) then
+        # runs next and still holds the rest in the queue, so only its own place varies.
+        order = [name for name in completion_order(sidecar.url, plan) if name != "blocker"]
+        assert order == expected, scheduler
 
 
 def test_beta_promotes_a_starving_call(
