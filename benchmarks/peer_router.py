@@ -145,7 +145,9 @@ def run_router(
             args=router_command(env, port, [e.url for e in engines], config),
             url=f"http://127.0.0.1:{port}",
             log_path=log_dir / f"{setup.name}-router-{port}.log",
-            env={"NO_COLOR": "1"},
+            # its Python launcher takes --log-level warning but the Rust side knows only "warn" and falls
+            # back to info (a line per program call); RUST_LOG takes precedence over the flag
+            env={"NO_COLOR": "1", "RUST_LOG": "warn"},
             die_with_parent=True,
         )
         group.services.append(router.launch())
