@@ -26,10 +26,12 @@ so ATLAS places chat and tool-use programs exactly as PLAS does, and tree search
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import signal
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -77,6 +79,14 @@ def setups(settings: DemoSettings) -> tuple[Setup, Setup]:
     )  # fmt: skip
 
 
+def atlas_setup(settings: DemoSettings) -> Setup:
+    """Today's program-aware sidecar before the working-set gate (``--working-set off --no-kv-budget``):
+    what the gate is measured against (issue 14), with the ``autellix-las`` preset as its simulation."""
+    preset = dataclasses.replace(get_system("autellix-las"), queue=settings.scheduler)
+    return Setup("atlas", f"{settings.scheduler.upper()} sidecars (no gate, no KV budget), priority engines, "
+                 "locality router", "priority", settings.scheduler, "autellix", preset)  # fmt: skip
+
+
 def demo_programs(settings: DemoSettings) -> list[ProgramSpec]:
     from autellix.loadgen.arrivals import make_workload
 
@@ -85,17 +95,101 @@ def demo_programs(settings: DemoSettings) -> list[ProgramSpec]:
     return make_workload("mixed", settings.programs, settings.rate, settings.seed, params)
 
 
-def scrape(url: str) -> dict[str, float]:
-    """Prometheus text of ``url/metrics`` as {name: value summed over labels}."""
+def scrape_series(url: str) -> dict[str, float]:
+    """Prometheus text of ``url/metrics`` as {series (name and labels): value}."""
     with urllib.request.urlopen(url + "/metrics", timeout=5.0) as reply:
         text = reply.read().decode()
     values: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
             head, _, value = line.rpartition(" ")
-            name = head.split("{", 1)[0]
-            values[name] = values.get(name, 0.0) + float(value)
+            values[head] = float(value)
     return values
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Prometheus text of ``url/metrics`` as {name: value summed over labels}."""
+    values: dict[str, float] = {}
+    for head, value in scrape_series(url).items():
+        name = head.split("{", 1)[0]
+        values[name] = values.get(name, 0.0) + value
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class GateSeen:
+    """What the sidecars' working-set gates did during a run, from their /metrics sampled every
+    ``GateWatch.INTERVAL`` wall seconds (a gauge between samples is not seen)."""
+
+    max_waiting_programs: int  # most programs held at one sidecar's gate at once
+    max_waiting_calls: int
+    max_resident_share: float  # the residents' footprint / the engine's KV cache, at most
+    kv_capacity_tokens: int  # one engine's cache, as its sidecar reports it (0: unknown: gate open)
+    displaced: int  # programs that lost their place, all sidecars
+    samples: int
+
+    @property
+    def engaged(self) -> bool:
+        return self.max_waiting_programs > 0 or self.displaced > 0
+
+    def describe(self) -> str:
+        if not self.kv_capacity_tokens:
+            return "working-set gate open: the sidecars never learned the engines' KV cache size"
+        cache = f"{self.kv_capacity_tokens:,}-token KV cache"
+        share = f"residents at most {self.max_resident_share:.0%} of the {cache}"
+        if not self.engaged:
+            return f"working-set gate never held a program back ({share})"
+        held = f"{self.max_waiting_programs} programs ({self.max_waiting_calls} calls)"
+        return f"working-set gate held up to {held} at once, displaced {self.displaced}; {share}"
+
+
+class GateWatch:
+    """Samples every sidecar's gate gauges in a thread while a run goes on (the run is asyncio)."""
+
+    INTERVAL = 0.5
+    PREFIX = "autellix_sidecar_"
+
+    def __init__(self, sidecars: Sequence[ServiceProcess]) -> None:
+        self._urls = [s.url for s in sidecars]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gate-watch", daemon=True)
+        self._waiting = self._calls = self._samples = self._capacity = 0
+        self._share = 0.0
+        self._last: list[dict[str, float]] = []
+
+    def __enter__(self) -> GateWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._sample()  # the counters' final values
+
+    def _sample(self) -> None:
+        try:
+            series = [scrape_series(url) for url in self._urls]
+        except (OSError, ValueError):
+            return  # a busy sidecar answers the next sample
+        self._last = series
+        self._samples += 1
+        for values in series:
+            self._waiting = max(self._waiting, int(values.get(self.PREFIX + "gate_waiting_programs", 0)))
+            self._calls = max(self._calls, int(values.get(self.PREFIX + "gate_waiting_calls", 0)))
+            capacity = values.get(self.PREFIX + "kv_capacity_tokens", 0.0)
+            self._capacity = max(self._capacity, int(capacity))
+            if capacity > 0:
+                resident = values.get(self.PREFIX + "resident_tokens", 0.0)
+                self._share = max(self._share, resident / capacity)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self._sample()
+
+    def seen(self) -> GateSeen:
+        key = self.PREFIX + 'gate_programs_total{event="displaced"}'
+        return GateSeen(self._waiting, self._calls, self._share, self._capacity,
+                        int(sum(values.get(key, 0.0) for values in self._last)), self._samples)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +203,7 @@ class StackRun:
     engine_hit_rate: float  # engines' view: prefix-cache hits / queries (tokens)
     cpu_share: dict[str, float]  # process -> CPU seconds / wall seconds (1.0 = one core)
     startup_seconds: float
+    gate: GateSeen | None = None  # None: the sidecars had no working-set gate (or there were none)
 
     @property
     def pacing(self) -> float:
@@ -133,8 +228,14 @@ def _service(kind: str, log_dir: Path, args: list[str], name: str) -> ServicePro
     return service(kind, log_dir, args, name, die_with_parent=True, inherit_autellix_env=False)
 
 
-def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: ServiceGroup) -> ServiceProcess:
-    """Engines, then their sidecars, then the proxy; returns the proxy (every backend healthy)."""
+def has_gate(setup: Setup) -> bool:
+    return setup.preset.working_set is not None
+
+
+def start_engines(
+    settings: DemoSettings, setup: Setup, log_dir: Path, group: ServiceGroup
+) -> list[ServiceProcess]:
+    """``settings.engines`` simulated engines with ``setup``'s scheduling policy, started and healthy."""
     engine_args = ["--profile", settings.profile, "--time-scale", str(settings.time_scale),
                    "--max-num-seqs", str(settings.max_num_seqs), "--scheduling-policy", setup.engine_policy,
                    "--seed", str(settings.seed), "--log-level", "warning"]  # fmt: skip
@@ -142,10 +243,15 @@ def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: Serv
         engine_args += ["--num-gpu-blocks", str(settings.num_gpu_blocks)]
     engines = [_service("sim-engine", log_dir, engine_args, f"{setup.name}-engine-{i}")
                for i in range(settings.engines)]  # fmt: skip
-    group.start_all(engines)
+    return group.start_all(engines)
+
+
+def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: ServiceGroup) -> ServiceProcess:
+    """Engines, then their sidecars, then the proxy; returns the proxy (every backend healthy)."""
+    engines = start_engines(settings, setup, log_dir, group)
     sidecar_args = ["--engine-kind", "sim", "--scheduler", setup.scheduler, "--window-mode", "fixed",
                     "--max-in-flight", str(settings.max_num_seqs + 2), "--log-level", "warning"]  # fmt: skip
-    if setup.preset.working_set is None:  # the baseline: no working-set gate, no KV budget (the defaults)
+    if not has_gate(setup):  # the baseline and atlas: no working-set gate, no KV budget (the defaults)
         sidecar_args += ["--working-set", "off", "--no-kv-budget"]
     sidecars = [_service("sidecar", log_dir, ["--engine-url", e.url, *sidecar_args],
                         f"{setup.name}-sidecar-{i}")
@@ -172,11 +278,6 @@ def run_setup(
     started = time.monotonic()
     with ServiceGroup() as group:
         proxy = start_stack(settings, setup, log_dir, group)
-        engines = [s for s in group.services if "-engine-" in s.name]
-        startup = time.monotonic() - started
-        before = [scrape(e.url) for e in engines]
-        cpu_before = {s.name: s.cpu_seconds() for s in group.services}
-        load_cpu, wall0 = time.process_time(), time.monotonic()
         options = LiveOptions(
             url=proxy.url,
             time_scale=settings.time_scale,
@@ -185,11 +286,31 @@ def run_setup(
             end_programs=True,
             progress=settings.progress,
         )
+        gated = [s for s in group.services if "-sidecar-" in s.name] if has_gate(setup) else []
+        return measure_run(setup, group, programs, options, time.monotonic() - started, gated)
+
+
+def measure_run(
+    setup: Setup,
+    group: ServiceGroup,
+    programs: Sequence[ProgramSpec],
+    options: LiveOptions,
+    startup: float,
+    gated: Sequence[ServiceProcess] = (),
+) -> StackRun:
+    """Run ``programs`` against a started stack (``group``, engines named ``*-engine-*``) and measure it;
+    ``gated``: sidecars whose working-set gates to watch."""
+    engines = [s for s in group.services if "-engine-" in s.name]
+    before = [scrape(e.url) for e in engines]
+    cpu_before = {s.name: s.cpu_seconds() for s in group.services}
+    load_cpu, wall0 = time.process_time(), time.monotonic()
+    watch = GateWatch(gated) if gated else None
+    with watch or contextlib.nullcontext():
         result = run_live(programs, options)
-        wall = max(time.monotonic() - wall0, 1e-9)
-        cpu = {s.name: (s.cpu_seconds() - cpu_before[s.name]) / wall for s in group.services}
-        cpu["load generator"] = (time.process_time() - load_cpu) / wall
-        after = [scrape(e.url) for e in engines]
+    wall = max(time.monotonic() - wall0, 1e-9)
+    cpu = {s.name: (s.cpu_seconds() - cpu_before[s.name]) / wall for s in group.services}
+    cpu["load generator"] = (time.process_time() - load_cpu) / wall
+    after = [scrape(e.url) for e in engines]
 
     def delta(name: str) -> float:
         return sum(a.get(name, 0.0) - b.get(name, 0.0) for a, b in zip(after, before, strict=True))
@@ -204,6 +325,7 @@ def run_setup(
         engine_hit_rate=delta("vllm:prefix_cache_hits_total") / queries if queries else 0.0,
         cpu_share=cpu,
         startup_seconds=startup,
+        gate=watch.seen() if watch is not None else None,
     )
 
 
@@ -255,6 +377,8 @@ def report(settings: DemoSettings, runs: Sequence[StackRun], simulated: dict[str
             f"{run.engine_preemptions}, engine cache hits {run.engine_hit_rate:.0%}"
         )
         lines.append(f"    CPU (share of one core): {cpu}")
+        if run.gate is not None:
+            lines.append(f"    {run.gate.describe()}")
         if r.arrival_lag.p95 > BUSY_LAG or run.pacing > BUSY_PACING:
             lines.append(
                 "    WARNING: the machine was busy (other processes competing for CPU): programs started up "
@@ -371,6 +495,7 @@ def run(settings: DemoSettings) -> int:
                 "engine_hit_rate": run.engine_hit_rate,
                 "cpu_share": run.cpu_share,
                 "startup_seconds": run.startup_seconds,
+                "working_set_gate": dataclasses.asdict(run.gate) if run.gate else None,
             }
             for run in runs
         },

@@ -76,6 +76,11 @@ class LoadgenSettings(BaseSettings):
         None, description="appended to program ids (default: a random tag per run, so runs never mix)"
     )
     end_programs: bool = Field(False, description="DELETE /v1/programs/{id} when a program ends (proxy)")
+    agentic_context: bool = Field(
+        False,
+        description="also send the program identity in the body as vllm_xargs.agentic_context (program_id, "
+        "step_id, expected_resume), as vllm-router's --enable-program-scheduling reads it",
+    )
     api_key: str | None = Field(None, description="bearer token for servers that need one")
     out: str = Field("results/loadgen.json", description="where to write the JSON results")
     records: bool = Field(False, description="also write every program and call record to the JSON")
@@ -213,6 +218,7 @@ def run_loadgen(settings: LoadgenSettings) -> int:
         program_headers=settings.program_headers,
         program_id_suffix=f"~{secrets.token_hex(3)}" if suffix is None else suffix,
         end_programs=settings.end_programs,
+        agentic_context=settings.agentic_context,
         api_key=settings.api_key,
         progress=settings.progress,
         api=settings.api,

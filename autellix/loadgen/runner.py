@@ -16,7 +16,12 @@ Theory of operation
 3. A program is one asyncio task. Its roots are issued at arrival (+ their ``tool_delay``); any other
    call when the last of its parents has finished (+ its ``tool_delay``) -- :class:`ProgramProgress`
    keeps that bookkeeping, pure. Parallel threads of a DAG are concurrent requests. Every request
-   carries ``X-Program-Id`` (the program id plus ``program_id_suffix``) and ``X-Thread-Id``.
+   carries ``X-Program-Id`` (the program id plus ``program_id_suffix``) and ``X-Thread-Id``; with
+   ``agentic_context`` its body also carries the identity the way vllm-router's program scheduling
+   reads it: ``vllm_xargs.agentic_context`` holding ``program_id`` (the same id), ``step_id`` (the
+   call's issue order) and ``expected_resume`` (false on the program's last call to be issued, so the
+   router can release the program when that call ends), as a JSON string, since vLLM types the values
+   of ``vllm_xargs`` as scalars and the router decodes a string.
 4. A call is a streamed generation in the API of ``api`` (wire.py: chat, Responses or Messages) that
    generates exactly ``output_tokens`` (``ignore_eos`` with the API's limit field).
    Measured: issue, first content chunk (TTFT), last chunk (end to end), the gaps between chunks
@@ -107,6 +112,7 @@ class LiveOptions:
     end_programs: bool = False  # DELETE {url}/v1/programs/{id} when a program ends (autellix proxy)
     api_key: str | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into every request body
+    agentic_context: bool = False  # also send vllm_xargs.agentic_context in the body (rule 3)
     api: wire.Api = "chat"  # rule 4
     progress: bool = False  # a tqdm bar on stderr
 
@@ -229,6 +235,7 @@ class _Run:
         self.lags: list[float] = []
         self.cancelled = 0
         self.bar: Any = None
+        self.issued: dict[str, int] = {}  # calls issued so far, by program id
 
     def sim_now(self) -> float:
         return self.first + (time.monotonic() - self.t0) / self.options.time_scale
@@ -306,6 +313,14 @@ class _Run:
             **wire.body(self.options.api, self.model, call_messages(spec, call), call.output_tokens),
             **self.options.extra_body,
         }
+        step = self.issued[spec.program_id] = self.issued.get(spec.program_id, 0) + 1
+        if self.options.agentic_context:
+            context = {
+                "program_id": spec.program_id + self.options.program_id_suffix,
+                "step_id": step,
+                "expected_resume": step < spec.num_calls,
+            }
+            body["vllm_xargs"] = {**body.get("vllm_xargs", {}), "agentic_context": json.dumps(context)}
         issued = self.sim_now()
         try:
             return await self.stream(spec, call, json.dumps(body), headers, issued)

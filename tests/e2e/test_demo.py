@@ -7,6 +7,7 @@ the sources into a new venv, so a missing dependency, package file or console sc
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -75,7 +76,12 @@ def test_the_demo_prints_both_setups_and_writes_the_plot(venv: Path, tmp_path: P
     assert "pacing" in text and "discrete-event simulation" in text
     plot = out / "demo.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
-    assert (out / "demo.json").is_file()
+    runs = json.loads((out / "demo.json").read_text())["runs"]
+    # the gated setup's sidecars were watched (they report the engine's cache), the baseline has no gate
+    gate = runs["autellix"]["working_set_gate"]
+    assert gate["kv_capacity_tokens"] == 432_000 and gate["samples"] >= 2, gate
+    assert runs["baseline"]["working_set_gate"] is None
+    assert "working-set gate" in text
     assert leftovers(venv) == []
     assert time.monotonic() - started < 150
 

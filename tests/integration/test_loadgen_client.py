@@ -126,6 +126,23 @@ async def test_headers_body_and_the_discovered_model(fake: Fake):
     )
 
 
+async def test_agentic_context_names_the_program_and_its_last_call(fake: Fake):
+    # vllm-router's program scheduling reads vllm_xargs.agentic_context; the last call issued (of a DAG:
+    # whichever thread goes last) says expected_resume false; without the option the body has none
+    await run_programs([two_threads("p")], LiveOptions(url=fake.url, program_id_suffix="~r"))
+    assert all("vllm_xargs" not in body for _, body in fake.requests)
+    fake.requests.clear()
+    options = LiveOptions(url=fake.url, program_id_suffix="~r", agentic_context=True)
+    result = await run_programs([two_threads("p")], options)
+    assert result.errors == () and len(fake.requests) == 3
+    xargs = [body["vllm_xargs"] for _, body in fake.requests]
+    contexts = sorted((json.loads(x["agentic_context"]) for x in xargs if isinstance(x, dict)),
+                      key=lambda c: int(c["step_id"]))  # fmt: skip
+    assert [(c["step_id"], c["expected_resume"]) for c in contexts] == [(1, True), (2, True), (3, False)]
+    assert {c["program_id"] for c in contexts} == {"p~r"}
+    assert all(headers["X-Program-Id"] == "p~r" for headers, _ in fake.requests)
+
+
 async def test_without_program_headers_calls_are_anonymous(fake: Fake):
     await run_programs([two_threads("p")], LiveOptions(url=fake.url, program_headers=False))
     assert all("X-Program-Id" not in h and "X-Thread-Id" not in h for h, _ in fake.requests)
