@@ -36,7 +36,9 @@ engine step ends. Idle stretches cost nothing: engines step only while they hold
    idle engine costs no events.
 5. Sidecar abort-and-resume (presets with ``preempt``): at the decision after each tick the scheduler
    may name a running call to stop; it is aborted in the engine and resumed as below when the
-   scheduler admits it again.
+   scheduler admits it again. A stop can fall inside an engine step: a call that step finishes
+   completes (its end was on the way), one the step gave its first token loses it with the abort; the
+   step's tokens count as generated (at most one per stop, as if delivered).
 6. Engine-integrated mode (the paper's modified vLLM, Autellix §5): every ``schedule_interval`` steps,
    and at any step after an arrival or a completion, running calls are charged the engine time since
    their last charge (quantum demotion), then ``schedule_batch`` ranks running and waiting calls
@@ -536,9 +538,13 @@ class _Cluster:
 
     def preempt(self, eng: _Engine, call_id: str) -> None:
         now = self.now
-        call = eng.running.pop(call_id)
-        state = eng.engine.request_state(call.rid)
+        state = eng.engine.request_state(eng.running[call_id].rid)
         assert state is not None
+        if state.status == "finished":
+            # It finished in the step in flight: the end reaches the client before the stop can, as
+            # a live stream that ends first (the gate's leave then counts it finished).
+            return
+        call = eng.running.pop(call_id)
         eng.engine.abort_request(call.rid)
         del eng.requests[call.rid]
         call.generated += state.num_generated
@@ -553,7 +559,9 @@ class _Cluster:
         now = self.now
         eng.last_running, eng.last_waiting = result.num_running, result.num_waiting
         for out in result.outputs:
-            call = eng.requests[out.request_id]
+            call = eng.requests.get(out.request_id)
+            if call is None:  # stopped during this step (rule 5): its first token is dropped with it
+                continue
             if call.first_token < 0:
                 call.first_token = now
             if not call.spell_scheduled and out.first_scheduled_time is not None:
