@@ -234,9 +234,24 @@ def format_ladder(ladder: Mapping[str, Mapping[str, Any]]) -> str:
                 rate = entry["throughput"][system]
                 mark = "" if entry["bracketed"][system] else (">" if rate > 0 else "<")
                 cells.append(f"{mark}{rate:g}" if rate > 0 else f"<{fig['rates'][0]:g}")
-            cells += [f"{entry['ratios'][s]:.2f}x" if s in entry["ratios"] else "-" for s in others]
+            cells += [_ratio_cell(entry, ref, s) for s in others]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _ratio_cell(entry: Mapping[str, Any], ref: str, other: str) -> str:
+    """A ratio with what the grid leaves open: ``>=`` when only the reference ran off the grid's top
+    (or the other under its bottom), ``<=`` the other way round, ``-`` when both did."""
+    if other not in entry["ratios"] or ref not in entry["bracketed"]:
+        return "-"
+    ours, theirs = entry["bracketed"][ref], entry["bracketed"][other]
+    if not ours and not theirs:
+        return "-"
+    if ours and theirs:
+        return f"{entry['ratios'][other]:.2f}x"
+    above_top = entry["throughput"][ref] > 0 if not ours else False  # ours ran off the top
+    mark = ">=" if above_top else "<="
+    return f"{mark}{entry['ratios'][other]:.2f}x"
 
 
 def _plot(rows: Sequence[Mapping[str, Any]], workload: str, stat: str, path: Path) -> None:

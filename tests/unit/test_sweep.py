@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,19 @@ def test_bench_command_writes_report(tmp_path: Path) -> None:
 def test_unknown_system_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--system", "nope", "--num-programs", "1"]) == 2
     assert "unknown system" in capsys.readouterr().err
+
+
+def test_a_ratio_the_grid_leaves_open_says_which_way() -> None:
+    from autellix.loadgen.report import _ratio_cell
+
+    def entry(ours: tuple[float, bool], theirs: tuple[float, bool]) -> dict[str, Any]:
+        return {
+            "throughput": {"a": ours[0], "b": theirs[0]},
+            "bracketed": {"a": ours[1], "b": theirs[1]},
+            "ratios": {"b": round(ours[0] / theirs[0], 3)},
+        }
+
+    assert _ratio_cell(entry((2.0, True), (1.0, True)), "a", "b") == "2.00x"
+    assert _ratio_cell(entry((3.0, False), (1.5, True)), "a", "b") == ">=2.00x"  # a beyond the top
+    assert _ratio_cell(entry((1.5, True), (3.0, False)), "a", "b") == "<=0.50x"  # b beyond the top
+    assert _ratio_cell(entry((3.0, False), (3.0, False)), "a", "b") == "-"  # both: nothing known
