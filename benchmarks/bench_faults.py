@@ -133,7 +133,8 @@ async def _drive(name: str, stack: Stack, args: argparse.Namespace) -> dict[str,
     healed_at = time.monotonic() - began  # the part answers again (restarts wait for its health)
     deadline = time.monotonic() + args.settle
     while (
-        time.monotonic() < deadline and watcher.first(fault.watch, fault.good, healed_at, fault.proxy) is None
+        time.monotonic() < deadline
+        and watcher.first(fault.watch, fault.good, healing_at, fault.proxy) is None
     ):
         await asyncio.sleep(0.1)
     await asyncio.sleep(args.tail)
@@ -144,10 +145,11 @@ async def _drive(name: str, stack: Stack, args: argparse.Namespace) -> dict[str,
     await watching
     state, settled = await wait_consistent(stack, load_ended + LEASE_TTL + 2 * GC_INTERVAL + 5.0)
     ejected = watcher.first(fault.watch, fault.bad, broken_at, fault.proxy)
-    readmitted = watcher.first(fault.watch, fault.good, healed_at, fault.proxy)
+    readmitted = watcher.first(fault.watch, fault.good, healing_at, fault.proxy)
     counts = stats.counts()
     calls = stats.calls
     streams = [c for c in calls if c.stream]
+    slow = [c for c in calls if c.outcome == "ok" and c.latency > args.slow_seconds]
     during = [c for c in calls if broken_at - 2.0 <= c.sent <= healed_at + 5.0]
     return {
         "scenario": name,
@@ -163,12 +165,15 @@ async def _drive(name: str, stack: Stack, args: argparse.Namespace) -> dict[str,
         "cut_off": counts["cut_off"],
         "cut_off_streams": sum(1 for c in streams if c.outcome == "cut_off"),
         "hung": counts["hung"],
-        "slow": sum(1 for c in calls if c.outcome == "ok" and c.latency > args.slow_seconds),
+        "slow": len(slow),
+        "slow_sent_before_eject": sum(1 for c in slow if ejected is None or c.sent < ejected),
         "client_failovers": stats.failovers,
         "outcomes": counts,
         "errors": sorted({f"{c.outcome}: {c.detail}" for c in calls if c.outcome != "ok"})[:20],
         "eject_s": None if ejected is None else ejected - broken_at,
-        "readmit_s": None if readmitted is None else readmitted - healed_at,
+        "readmit_s": None
+        if readmitted is None
+        else readmitted - healing_at,  # from the start of the recovery
         "watched": {"what": fault.watch, "proxy": fault.proxy},
         "latency_ok": latency_summary(calls),
         "latency_ok_around_fault": latency_summary(during),
@@ -190,11 +195,12 @@ def describe(row: dict[str, Any]) -> str:
         f"  calls sent {row['calls_sent']}, completed {row['completed']}, failed before first byte "
         f"{row['failed_before_first_byte']}, streams broken with error event "
         f"{row['streams_broken_with_error_event']} (of {row['streams']} streams), cut off {row['cut_off']} "
-        f"({row['cut_off_streams']} streams), hung {row['hung']}, slow {row['slow']}, client failovers "
+        f"({row['cut_off_streams']} streams), hung {row['hung']}, slow {row['slow']} "
+        f"({row['slow_sent_before_eject']} sent before the ejection), client failovers "
         f"{row['client_failovers']}",
         f"  eject ({row['watched']['what']}) {secs(row['eject_s'])} after the fault, readmit "
-        f"{secs(row['readmit_s'])} after recovery; ok latency mean {lat.get('mean', 0):.2f} s, P95 "
-        f"{lat.get('p95', 0):.2f} s, max {lat.get('max', 0):.2f} s",
+        f"{secs(row['readmit_s'])} after the recovery began; ok latency mean {lat.get('mean', 0):.2f} s, "
+        f"P95 {lat.get('p95', 0):.2f} s, max {lat.get('max', 0):.2f} s",
         f"  table consistent after the load: {'yes' if row['table_consistent'] else 'NO'}"
         + (
             f" ({row['table_consistent_after_s']:.1f} s)"

@@ -8,12 +8,12 @@ started again on its own port.
 The load (:func:`run_load`): ``programs`` concurrent programs, each a chain of chat calls through the
 proxies with aiohttp (the raw HTTP an OpenAI client sends), half of them streamed (seeded), each call
 ``max_tokens`` forced with ``ignore_eos`` so that it lasts 0.5-2 s at time scale 1. A program sends
-``calls_per_program`` calls with ``X-Program-Id``, then ends with ``DELETE /v1/programs/{id}`` (as the
-client helper does) and the next program begins. The client is its own load balancer over the proxy
-URLs: a program prefers one proxy and, when it cannot connect, tries the next (a connect failure is
-retried: nothing was sent); a call cut off once sent is not retried (a POST that may have run). Every
-call ends in one outcome (:data:`OUTCOMES`); a call that has not ended ``call_timeout`` seconds after
-it was sent is ``hung``.
+1 to ``2 calls_per_program - 1`` calls (seeded) with ``X-Program-Id``, then ends with
+``DELETE /v1/programs/{id}`` (as the client helper does) and the next program begins. The client is
+its own load balancer over the proxy URLs: a program prefers one proxy and, when it cannot connect,
+tries the next (a connect failure is retried: nothing was sent); a call cut off once sent is not
+retried (a POST that may have run). Every call ends in one outcome (:data:`OUTCOMES`); a call that has
+not ended ``call_timeout`` seconds after it was sent is ``hung``.
 
 The watcher (:class:`Watcher`) polls every proxy's ``GET /ready`` (backend health, table mode) every
 0.1 s and keeps the transitions; :func:`table_state` reads what the program table and the sidecars hold
@@ -281,7 +281,7 @@ async def _program_loop(
         while not stop.is_set():
             program = f"bench-{shape.seed}-{index}-{generation}"
             generation += 1
-            for turn in range(shape.calls_per_program):
+            for turn in range(rng.randint(1, 2 * shape.calls_per_program - 1)):  # mean calls_per_program
                 if stop.is_set():
                     break
                 body = _body(rng, program, turn, shape, rng.random() < shape.stream_share)
@@ -297,9 +297,12 @@ async def _program_loop(
                             break
 
 
-async def run_load(urls: list[str], shape: LoadShape, stop: asyncio.Event, began: float) -> LoadStats:
-    """Programs until ``stop`` is set; every call that was sent is waited for (bounded by the timeout)."""
-    stats = LoadStats()
+async def run_load(
+    urls: list[str], shape: LoadShape, stop: asyncio.Event, began: float, stats: LoadStats | None = None
+) -> LoadStats:
+    """Programs until ``stop`` is set; every call that was sent is waited for (bounded by the timeout).
+    ``stats`` (filled as calls end) may be given to watch the load while it runs."""
+    stats = stats if stats is not None else LoadStats()
     await asyncio.gather(*(_program_loop(i, urls, shape, stats, stop, began) for i in range(shape.programs)))
     return stats
 
