@@ -9,7 +9,8 @@ The load (:func:`run_load`): ``programs`` concurrent programs, each a chain of c
 proxies with aiohttp (the raw HTTP an OpenAI client sends), half of them streamed (seeded), each call
 ``max_tokens`` forced with ``ignore_eos`` so that it lasts 0.5-2 s at time scale 1. A program sends
 1 to ``2 calls_per_program - 1`` calls (seeded) with ``X-Program-Id``, then ends with
-``DELETE /v1/programs/{id}`` (as the client helper does) and the next program begins. The client is
+``DELETE /v1/programs/{id}`` (as the client helper does; ``delete_share`` of the programs, the others
+just stop, as most agents do, and expire) and the next program begins. The client is
 its own load balancer over the proxy URLs: a program prefers one proxy and, when it cannot connect,
 tries the next (a connect failure is retried: nothing was sent); a call cut off once sent is not
 retried (a POST that may have run). Every call ends in one outcome (:data:`OUTCOMES`); a call that has
@@ -198,6 +199,7 @@ class LoadShape:
     max_tokens: int = 160
     stream_share: float = 0.5
     call_timeout: float = 60.0
+    delete_share: float = 0.5  # programs ended by DELETE; the others just stop (left to expire)
     seed: int = 0
 
 
@@ -290,6 +292,8 @@ async def _program_loop(
                 )
                 stats.calls.append(record)
                 await asyncio.sleep(rng.uniform(0.0, 0.2))  # an agent's think/tool time
+            if rng.random() >= shape.delete_share:
+                continue  # most agents never say they are done: the program expires after its TTL
             for k in range(len(urls)):  # end the program (the client helper's DELETE)
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with asyncio.timeout(5.0):
