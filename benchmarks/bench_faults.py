@@ -25,7 +25,7 @@ consistent afterwards: once the load has stopped, every per-engine load count, i
 proxy's and sidecar's metrics, must reach 0 within the lease TTL plus two gc intervals.
 
 Usage: ``.venv/bin/python benchmarks/bench_faults.py [--scenario NAME ...] [--stop-seconds 20]``
-(about 4 minutes for all five with the defaults). JSON: ``results/bench_faults.json``.
+(about 2 minutes for all five with the defaults, on 2 cores). JSON: ``results/bench_faults.json``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fault_load import LoadShape, Stack, Watcher, latency_summary, run_load, wait_consistent  # noqa: E402
+from fault_load import (  # noqa: E402
+    LoadShape,
+    Stack,
+    Watcher,
+    latency_summary,
+    proxy_counters,
+    run_load,
+    wait_consistent,
+)
 
 from autellix.launch import wait_backends_healthy  # noqa: E402
 
@@ -143,6 +151,7 @@ async def _drive(name: str, stack: Stack, args: argparse.Namespace) -> dict[str,
     load_ended = time.monotonic()
     stop_watch.set()
     await watching
+    counters = await proxy_counters(stack)
     state, settled = await wait_consistent(stack, load_ended + LEASE_TTL + 2 * GC_INTERVAL + 5.0)
     ejected = watcher.first(fault.watch, fault.bad, broken_at, fault.proxy)
     readmitted = watcher.first(fault.watch, fault.good, healing_at, fault.proxy)
@@ -168,6 +177,8 @@ async def _drive(name: str, stack: Stack, args: argparse.Namespace) -> dict[str,
         "slow": len(slow),
         "slow_sent_before_eject": sum(1 for c in slow if ejected is None or c.sent < ejected),
         "client_failovers": stats.failovers,
+        "proxy_retries": counters.get("retries", 0.0),
+        "proxy_counters": counters,
         "outcomes": counts,
         "errors": sorted({f"{c.outcome}: {c.detail}" for c in calls if c.outcome != "ok"})[:20],
         "eject_s": None if ejected is None else ejected - broken_at,
@@ -197,7 +208,7 @@ def describe(row: dict[str, Any]) -> str:
         f"{row['streams_broken_with_error_event']} (of {row['streams']} streams), cut off {row['cut_off']} "
         f"({row['cut_off_streams']} streams), hung {row['hung']}, slow {row['slow']} "
         f"({row['slow_sent_before_eject']} sent before the ejection), client failovers "
-        f"{row['client_failovers']}",
+        f"{row['client_failovers']}, retried by the proxies {row['proxy_retries']:.0f}",
         f"  eject ({row['watched']['what']}) {secs(row['eject_s'])} after the fault, readmit "
         f"{secs(row['readmit_s'])} after the recovery began; ok latency mean {lat.get('mean', 0):.2f} s, "
         f"P95 {lat.get('p95', 0):.2f} s, max {lat.get('max', 0):.2f} s",

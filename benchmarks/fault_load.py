@@ -415,6 +415,26 @@ async def table_state(stack: Stack, prefix: str = "autellix") -> dict[str, Any]:
     return state
 
 
+async def proxy_counters(stack: Stack) -> dict[str, float]:
+    """Summed over the live proxies: calls retried on another engine, and failed upstream exchanges by
+    kind (a restarted proxy counts from its restart)."""
+    totals: dict[str, float] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3.0)) as session:
+        for proxy in stack.proxies:
+            if not proxy.alive:
+                continue
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(proxy.url + "/metrics") as reply:
+                    text = await reply.text()
+                totals["retries"] = totals.get("retries", 0.0) + sum(
+                    metric_samples(text, "autellix_proxy_retries_total").values()
+                )
+                for labels, value in metric_samples(text, "autellix_proxy_upstream_errors_total").items():
+                    kind = labels.partition('kind="')[2].partition('"')[0]
+                    totals[f"upstream_{kind}"] = totals.get(f"upstream_{kind}", 0.0) + value
+    return totals
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
