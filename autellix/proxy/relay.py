@@ -10,7 +10,9 @@
    (normally only the end of its chunked body) is read in the background, for at most
    :data:`DRAIN_SECONDS`, so a client that closes right after the end interrupts nothing.
 4. An upstream that breaks off before the last event: the call is finished as failed (measured) and
-   the client's stream ends with the API's error event (chat: an error chunk and ``[DONE]``). One that
+   the client's stream ends with the API's error event (chat: an error chunk and ``[DONE]``). A stream
+   that *ends* before the last event, with no error of the connection, broke off all the same: a
+   sidecar whose engine died mid-stream writes its report and closes the stream cleanly. One that
    breaks off after it is ignored (logged at debug).
 5. A write that finds the client gone before the last event is announced ends the call as the client's
    cancellation would (the handler is cancelled: the upstream connection is closed, which aborts it).
@@ -120,6 +122,8 @@ class StreamRelay:
         if not ending.complete:
             await emit(stripper.close())
         attempt.upstream_end = time.perf_counter()
+        if failure is None and not ending.announced:  # rule 4: ended early, without an error of its own
+            failure = UpstreamBroken("the stream ended before its last event")
         if failure is not None and not ending.announced:  # rule 4
             ok = False
             self.metrics.child(self.metrics.upstream_errors, engine, "midstream").inc()

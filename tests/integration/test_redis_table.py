@@ -159,6 +159,29 @@ async def test_a_dead_replicas_calls_are_released_when_its_lease_expires(redis_u
     await alive.aclose()
 
 
+async def test_a_process_that_reuses_a_replica_id_releases_what_the_previous_one_left(redis_url: str) -> None:
+    """A proxy killed with calls in flight and restarted under the same id (a Kubernetes container
+    restarted in its pod keeps the pod name, deploy/k8s's replica id) renews the same lease: unless it
+    releases what the dead process left counted, those calls stay counted until their programs end."""
+    prefix = unique_prefix()
+    crashed = await table_on(redis_url, prefix, replica_id="pod-0", lease_ttl=30.0)
+    other = await table_on(redis_url, prefix, replica_id="pod-1", lease_ttl=30.0)
+    await crashed.start_call(CallStart("p", "pod-0-0", "e1"), now=0.0)
+    await other.start_call(CallStart("q", "pod-1-0", "e1"), now=0.0)
+    assert await other.engine_loads() == {"e1": 2}
+    restarted = await table_on(redis_url, prefix, replica_id="pod-0", lease_ttl=30.0)  # within the lease
+    assert await other.engine_loads() == {"e1": 1}
+    lost, kept = await other.get("p"), await other.get("q")
+    assert lost is not None and lost.in_flight == ()
+    assert kept is not None and [c.call_id for c in kept.in_flight] == ["pod-1-0"]
+    # a reconnect after an outage is the same process: its own calls stay counted
+    await restarted.start_call(CallStart("r", "pod-0-0", "e0"), now=1.0)
+    await restarted.connect()
+    assert await other.engine_loads() == {"e0": 1, "e1": 1}
+    for table in (crashed, other, restarted):
+        await table.aclose()
+
+
 async def test_renewing_the_lease_keeps_a_replicas_calls(redis_url: str) -> None:
     prefix = unique_prefix()
     replica = await table_on(redis_url, prefix, replica_id="busy", lease_ttl=0.3)

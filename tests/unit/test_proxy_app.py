@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -37,6 +37,7 @@ DONE = b"data: [DONE]\n\n"
 @dataclass
 class FakeBackend:
     """An engine or sidecar stand-in: ``mode`` is "sidecar", "engine", "503", "400", "401", "broken",
+    "cut" (a sidecar whose engine died mid-stream: its report, then a clean end without ``[DONE]``),
     "linger" (an engine that keeps its stream open after ``[DONE]`` until ``release`` is set) or "dead"
     (refuses connections)."""
 
@@ -86,6 +87,9 @@ class FakeBackend:
             yield event
             if self.mode == "broken":  # the engine dies mid-stream
                 raise RuntimeError("engine crashed")
+            if self.mode == "cut":
+                yield replace(report, ok=False).sse_line()
+                return
         if self.mode == "sidecar":
             line = report.sse_line()
             yield line[:7]  # the report split across writes
@@ -410,6 +414,25 @@ async def test_a_stream_broken_mid_way_ends_with_an_sse_error_event(start_backen
     data = await reply.read()
     assert data.startswith(STREAM_EVENTS[0])
     events = [e for e in data.split(b"\n\n") if e]
+    assert json.loads(events[1].removeprefix(b"data: "))["error"]["code"] == "upstream_error"
+    assert events[-1] == b"data: [DONE]"
+    state = await (await proxy.get("/v1/programs/p")).json()
+    assert (state["calls_completed"], state["calls_failed"], state["in_flight"]) == (1, 1, [])
+
+
+async def test_a_stream_that_ends_cleanly_before_its_last_event_ends_with_an_sse_error_event(
+    start_backend, start_proxy
+) -> None:
+    """A sidecar whose engine was killed mid-stream closes its stream after its report, without
+    ``[DONE]``: the client must still get the error event and ``[DONE]`` (seen in bench_faults.py)."""
+    backend = await start_backend(mode="cut")
+    proxy = await start_proxy({"e1": url_of(backend)})
+    reply = await proxy.post(
+        "/v1/chat/completions", json=chat_body(stream=True), headers={"X-Program-Id": "p"}
+    )
+    assert reply.status == 200
+    events = [e for e in (await reply.read()).split(b"\n\n") if e]
+    assert events[0] == STREAM_EVENTS[0].strip()
     assert json.loads(events[1].removeprefix(b"data: "))["error"]["code"] == "upstream_error"
     assert events[-1] == b"data: [DONE]"
     state = await (await proxy.get("/v1/programs/p")).json()

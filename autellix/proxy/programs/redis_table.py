@@ -24,7 +24,12 @@ shared contract suite); what Redis adds is sharing between proxy replicas and su
    the proxy calls every few seconds. :meth:`gc` on any replica finds replicas whose lease expired,
    subtracts their counts from the fleet total and drops their calls from their programs, so a crashed
    replica never leaves calls counted for longer than its lease plus one gc period. Lease time is the
-   Redis server's clock, independent of the ``now`` the callers pass (their logical clock).
+   Redis server's clock, independent of the ``now`` the callers pass (their logical clock). A process
+   that starts under a replica id a previous process used (a container restarted in its pod keeps the
+   pod name, which deploy/k8s makes the replica id) would renew that process's lease and so keep its
+   calls counted until their programs end: its first :meth:`connect` therefore releases whatever its
+   id holds (as gc releases a dead replica's), before it takes the lease. Later connects (recovery
+   after an outage) are the same process and release nothing. Two live processes must not share an id.
 4. Expiry. ``gc(now)`` reads candidates from the activity index and lets a script decide each one from
    the program's stored last activity with the rule of :func:`~.rules.is_expired`. Every key also gets a
    Redis TTL (``key_ttl``, default twice the stuck TTL) renewed on each write, so the data of a fleet that
@@ -50,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import secrets
 from typing import Any
@@ -85,6 +91,8 @@ from .redis_scripts import (
     state_from_hash,
 )
 
+log = logging.getLogger("autellix.proxy.table")
+
 
 class RedisProgramTable:
     """:class:`~.interface.AsyncProgramTable` in Redis, shared by every proxy replica (see module doc)."""
@@ -108,6 +116,7 @@ class RedisProgramTable:
         self.expiry = expiry if expiry is not None else ProgramExpiry()
         self.cluster = cluster
         self.replica_id = replica_id or secrets.token_hex(6)
+        self._claimed = False  # rule 3: the first connect releases what a previous process left
         self.lease_ms = str(max(1, int(lease_ttl * 1000)))
         ttl = key_ttl if key_ttl is not None else 2 * self.expiry.stuck_ttl
         self.key_ttl_ms = str(max(1000, int(ttl * 1000)))
@@ -213,7 +222,24 @@ class RedisProgramTable:
             script.sha = await self.client.script_load(script.script)
         if self._link is not None:
             await self._link.open()
+        if not self._claimed:  # rule 3: what a previous process under this id left
+            await self._release_previous()
+            self._claimed = True
         await self.renew_lease()
+
+    async def _release_previous(self) -> None:
+        """Rule 3: this id's lease dropped, then gc's release of replicas without one (no program is
+        expired here: the cutoff is -inf)."""
+        await self.client.delete(self._own[3])
+        orphans, _ = await self._gc(
+            keys=[self._replicas, self._agg, self._activity], args=[self._fleet, "-inf"]
+        )
+        for rid, raw in orphans:
+            program_id, call_id = split_member(raw)
+            await self._drop(keys=[self.program_key(program_id)], args=[call_id, rid])
+        if orphans:
+            log.warning("replica %s: released %d call(s) a previous process under this id left in flight",
+                        self.replica_id, len(orphans))  # fmt: skip
 
     async def aclose(self) -> None:
         if self._link is not None:
