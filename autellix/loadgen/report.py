@@ -107,12 +107,11 @@ def _crossing(runs: Sequence[Mapping[str, Any]], stat: str, bound: float) -> tup
     last_rate, last_value = 0.0, 0.0
     for r in sorted(runs, key=lambda r: r["rate"]):
         s = r["summary"]
-        censored = s.get("token_latency_censored")
-        if censored:  # rule 2: every program counts, the unfinished with a lower bound
-            value, finished = float(censored[stat]), True
-        else:
-            value = float(s["token_latency"][stat])
-            finished = s["programs_incomplete"] <= MAX_UNFINISHED * max(1, int(s["programs"]))
+        value = _latency(r, stat)
+        # rule 2: with the censored statistic every program counts, the unfinished with a lower bound
+        finished = bool(s.get("token_latency_censored")) or (
+            s["programs_incomplete"] <= MAX_UNFINISHED * max(1, int(s["programs"]))
+        )
         if finished and value <= bound:
             last_rate, last_value = float(r["rate"]), value
             continue
@@ -240,8 +239,8 @@ def format_ladder(ladder: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def _ratio_cell(entry: Mapping[str, Any], ref: str, other: str) -> str:
-    """A ratio with what the grid leaves open: ``>=`` when only the reference ran off the grid's top
-    (or the other under its bottom), ``<=`` the other way round, ``-`` when both did."""
+    """A ratio with what the grid leaves open: ``>=`` when only the reference ran off the grid's top,
+    ``<=`` when only the other did (or the reference is under its bottom), ``-`` when both did."""
     if other not in entry["ratios"] or ref not in entry["bracketed"]:
         return "-"
     ours, theirs = entry["bracketed"][ref], entry["bracketed"][other]
@@ -249,8 +248,7 @@ def _ratio_cell(entry: Mapping[str, Any], ref: str, other: str) -> str:
         return "-"
     if ours and theirs:
         return f"{entry['ratios'][other]:.2f}x"
-    above_top = entry["throughput"][ref] > 0 if not ours else False  # ours ran off the top
-    mark = ">=" if above_top else "<="
+    mark = ">=" if not ours and entry["throughput"][ref] > 0 else "<="
     return f"{mark}{entry['ratios'][other]:.2f}x"
 
 
