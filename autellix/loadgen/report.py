@@ -267,7 +267,7 @@ def _plot(rows: Sequence[Mapping[str, Any]], workload: str, stat: str, path: Pat
         ax.plot(rates, [_latency(r, stat) for r in runs], marker="o", label=system)
         hit.plot(rates, [r["summary"]["prefix_cache_hit_rate"] for r in runs], marker=".", label=system)
     ax.set_xlabel("arrival rate λ (programs/s)")
-    ax.set_ylabel(f"{stat} program token latency, unfinished as lower bounds (s/token)")
+    ax.set_ylabel(f"{stat} program token latency (s/token)\nunfinished programs as lower bounds")
     ax.set_yscale("log")
     ax.set_title(f"{workload}: program-level token latency vs load")
     ax.grid(True, alpha=0.3)
