@@ -77,6 +77,7 @@ from autellix.engine_adapters.scheduling import (
 from autellix.engine_adapters.scheduling.working_set import GateCall, GateStats, WorkingSetGate
 
 __all__ = [
+    "Budget",
     "CallTokens",
     "CallUsage",
     "Departure",
@@ -475,16 +476,17 @@ class SidecarScheduler:
         ticket.charged = now
         return self.queue.record_service(ticket.call.call_id, seconds, now)
 
-    def _budget(self, room: int) -> _Budget:
+    def _budget(self, room: int) -> Budget:
         if not self.kv_budget or self._capacity is None:
-            return _Budget(room, None, force_first=False)
+            return Budget(room, None, force_first=False)
         free = int(self._capacity * (1.0 - self.kv_headroom)) - self.reserved_tokens()
-        return _Budget(room, max(free, 0), force_first=not self._engine)
+        return Budget(room, max(free, 0), force_first=not self._engine)
 
 
 @dataclass(slots=True)
-class _Budget:
-    """Fits predicate: ``calls`` more calls and ``size`` more KV tokens (None: unlimited)."""
+class Budget:
+    """Fits predicate: ``calls`` more calls and ``size`` more KV tokens (None: unlimited); the simulation's
+    engine-integrated mode fills its batches with the same predicate."""
 
     calls: int
     size: int | None

@@ -70,6 +70,7 @@ from dataclasses import dataclass, field
 from autellix.engine_adapters.admission import AdmissionWindow, EngineLoad, WindowParams
 from autellix.engine_adapters.scheduler import (
     MAX_OUTPUT_RESERVE,
+    Budget,
     CallTokens,
     CallUsage,
     SidecarScheduler,
@@ -519,7 +520,7 @@ class _Cluster:
             queue.record_service(call.call_id, now - call.spell_start, now)
             call.exec_time += now - call.spell_start
             call.spell_start = now
-        plan = queue.schedule_batch(now, _Budget(self.max_seqs, self.kv_tokens, force_first=True))
+        plan = queue.schedule_batch(now, Budget(self.max_seqs, self.kv_tokens, force_first=True))
         for call_id in plan.preempted:
             self.preempt(eng, call_id)
         for admission in plan.admitted:
@@ -532,7 +533,7 @@ class _Cluster:
         assert queue is not None
         eng.dirty = False
         reserved = sum(len(c.prompt) + c.spec.output_tokens for c in eng.running.values())
-        room = _Budget(self.max_seqs - len(eng.running), self.kv_tokens - reserved, not eng.running)
+        room = Budget(self.max_seqs - len(eng.running), self.kv_tokens - reserved, not eng.running)
         for admission in queue.select_admissions(self.now, room):
             self.admit(eng, eng.waiting.pop(admission.call_id), admission.level)
 
@@ -638,26 +639,6 @@ class _Cluster:
             program.pending[child] -= 1
             if program.pending[child] == 0:
                 self.make_ready(program, program.spec.calls[child])
-
-
-@dataclass(slots=True)
-class _Budget:
-    """Fits predicate: ``calls`` more calls and ``size`` more KV tokens (None: unlimited)."""
-
-    calls: int
-    size: int | None
-    force_first: bool = False  # an empty engine takes its first call whatever its size
-
-    def __call__(self, call: QueuedCall) -> bool:
-        if self.calls <= 0:
-            return False
-        if self.size is not None:
-            if call.size > self.size and not self.force_first:
-                return False
-            self.size -= call.size
-        self.force_first = False
-        self.calls -= 1
-        return True
 
 
 def simulate(
