@@ -55,11 +55,7 @@ class AutellixRouter(RoutingPolicy):
     ) -> None:
         super().__init__(weights=weights, rng=rng)
         self.params = params if params is not None else self.Params()
-        if self.weights["pinned"] <= self.weights["load"]:
-            raise ValueError(
-                f"router 'autellix': weight 'pinned' ({self.weights['pinned']}) must exceed weight 'load' "
-                f"({self.weights['load']}), or load could move a pinned program's long calls"
-            )
+        self.require_heavier("pinned", "load", "load could move a pinned program's long calls")
         self._long_weights = (self.weights["pinned"], self.weights["load"])
         self._short_weights = (0.0, self.weights["load"])
 

@@ -12,6 +12,7 @@ import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -36,6 +37,33 @@ class RoutingPolicy(ABC):
     @abstractmethod
     def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:
         """Pick an engine for one call (see :mod:`.base` for the rules every policy keeps)."""
+
+    def require_heavier(self, heavier: str, lighter: str, or_else: str) -> None:
+        """Refuse weights under which scorer ``lighter`` could outvote ``heavier`` (a one-hot column
+        outweighs a load column only when its weight is larger); ``or_else`` says what would go wrong."""
+        if self.weights[heavier] <= self.weights[lighter]:
+            raise ValueError(
+                f"router {self.name!r}: weight {heavier!r} ({self.weights[heavier]}) must exceed weight "
+                f"{lighter!r} ({self.weights[lighter]}), or {or_else}"
+            )
+
+
+class SeededPolicy(RoutingPolicy, ABC):
+    """A policy whose only parameter is the seed of its own generator (used when no ``rng`` is given)."""
+
+    @dataclass(frozen=True, slots=True)
+    class Params:
+        seed: int = 0
+
+    def __init__(
+        self,
+        params: Params | None = None,
+        *,
+        weights: Mapping[str, float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.params = params if params is not None else self.Params()
+        super().__init__(weights=weights, rng=rng, seed=self.params.seed)
 
 
 def merge_weights(

@@ -9,34 +9,18 @@ stale view while keeping the maximum load close to least-used's.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from .base import EngineView, RouteDecision, RouteRequest
 from .pipeline import candidate_ids, decide, healthy_only, least_load
-from .policy import RoutingPolicy
+from .policy import SeededPolicy
 from .registry import register_router
 
 _SCORERS = ("load",)
 
 
 @register_router("power_of_two")
-class PowerOfTwoRouter(RoutingPolicy):
-    @dataclass(frozen=True, slots=True)
-    class Params:
-        seed: int = 0
-
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.params = params if params is not None else self.Params()
-        super().__init__(weights=weights, rng=rng, seed=self.params.seed)
-
+class PowerOfTwoRouter(SeededPolicy):
     def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:
         candidates = healthy_only(engines)
         ids = candidate_ids(candidates)

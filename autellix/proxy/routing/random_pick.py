@@ -7,34 +7,18 @@ reproducible from its seed and two routers never share a stream.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from .base import EngineView, RouteDecision, RouteRequest
 from .pipeline import candidate_ids, decide, healthy_only, one_hot
-from .policy import RoutingPolicy
+from .policy import SeededPolicy
 from .registry import register_router
 
 _SCORERS = ("draw",)
 
 
 @register_router("random")
-class RandomRouter(RoutingPolicy):
-    @dataclass(frozen=True, slots=True)
-    class Params:
-        seed: int = 0
-
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.params = params if params is not None else self.Params()
-        super().__init__(weights=weights, rng=rng, seed=self.params.seed)
-
+class RandomRouter(SeededPolicy):
     def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:
         ids = candidate_ids(healthy_only(engines))
         drawn = ids[self.rng.randrange(len(ids))]

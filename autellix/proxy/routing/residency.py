@@ -59,11 +59,7 @@ class ResidencyRouter(RoutingPolicy):
     ) -> None:
         super().__init__(weights=weights, rng=rng)
         self.params = params if params is not None else self.Params()
-        if self.weights["home"] <= self.weights["load"]:
-            raise ValueError(
-                f"router 'residency': weight 'home' ({self.weights['home']}) must exceed weight 'load' "
-                f"({self.weights['load']}), or load could move a program away from its history"
-            )
+        self.require_heavier("home", "load", "load could move a program away from its history")
         self._weights = (self.weights["home"], self.weights["load"])
 
     def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:
