@@ -8,27 +8,21 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from autellix.launch import ServiceProcess, autellix_command, free_port, start_sim_engine
+from autellix.launch import ServiceProcess, free_port
+from tests.services import ServiceFactory, service_starter
 
-SimEngineFactory = Callable[..., ServiceProcess]
+SimEngineFactory = ServiceFactory
 
 
 @pytest.fixture
 def sim_engine_factory(tmp_path: Path) -> Iterator[SimEngineFactory]:
     """Start simulated engines with given flags; every one is stopped at teardown."""
-    started: list[ServiceProcess] = []
-
-    def start(*args: str, name: str = "sim-engine") -> ServiceProcess:
-        service = start_sim_engine(tmp_path, list(args), name=name)
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.stop()
+    with service_starter(tmp_path, "sim-engine") as start:
+        yield start
 
 
 def metric_value(text: str, name: str, labels: Sequence[str] = ()) -> float:
@@ -117,29 +111,15 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def proxy_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+def proxy_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
     """Start ``autellix proxy`` replicas with given flags; every one is stopped at teardown."""
-    started: list[ServiceProcess] = []
-
-    def start(*args: str, name: str = "proxy", timeout: float = 30.0) -> ServiceProcess:
-        port = free_port()
-        service = ServiceProcess(
-            name=name,
-            args=autellix_command("proxy", ["--host", "127.0.0.1", "--port", str(port), *args]),
-            url=f"http://127.0.0.1:{port}",
-            log_path=tmp_path / f"{name}-{port}.log",
-        )
-        started.append(service)
-        return service.start(timeout=timeout)
-
-    yield start
-    for service in started:
-        service.stop()
+    with service_starter(tmp_path, "proxy") as start:
+        yield start
 
 
 # ----- sidecar (engine_adapters/sidecar.py) -------------------------------------------------------------
 
-SidecarFactory = Callable[..., ServiceProcess]
+SidecarFactory = ServiceFactory
 
 
 @pytest.fixture
@@ -149,31 +129,9 @@ def sidecar_factory(tmp_path: Path) -> Iterator[SidecarFactory]:
     ``start(engine_url, *flags, config={...})``: ``config`` is written to a YAML file and passed with
     ``--config`` (for settings that have no flag, such as ``scheduler_params``).
     """
-    import yaml
+    with service_starter(tmp_path, "sidecar") as start:
 
-    started: list[ServiceProcess] = []
+        def sidecar(engine_url: str, *args: str, **options: Any) -> ServiceProcess:
+            return start("--engine-url", engine_url, *args, **options)
 
-    def start(
-        engine_url: str, *args: str, name: str = "sidecar", config: dict[str, object] | None = None
-    ) -> ServiceProcess:
-        port = free_port()
-        extra: list[str] = []
-        if config is not None:
-            path = tmp_path / f"{name}-{port}.yaml"
-            path.write_text(yaml.safe_dump(config))
-            extra = ["--config", str(path)]
-        service = ServiceProcess(
-            name=name,
-            args=autellix_command(
-                "sidecar",
-                ["--host", "127.0.0.1", "--port", str(port), "--engine-url", engine_url, *extra, *args],
-            ),
-            url=f"http://127.0.0.1:{port}",
-            log_path=tmp_path / f"{name}-{port}.log",
-        )
-        started.append(service)
-        return service.start()
-
-    yield start
-    for service in started:
-        service.stop()
+        yield sidecar

@@ -22,16 +22,17 @@ import importlib.util
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from autellix.launch import ServiceProcess, autellix_command, free_port
+from autellix.launch import ServiceProcess, free_port
 from tests.real_vllm.tiny_model import SMALL, TINY, TinyModelSpec, build_model
+from tests.services import ServiceFactory, service_starter
 
 REQUIRED_ENV = "AUTELLIX_REAL_VLLM"
 MODELS_ENV = "AUTELLIX_REAL_VLLM_MODELS"
@@ -214,8 +215,6 @@ def small_priority_vllm(vllm_pool: VllmPool) -> VllmServer:
 
 # ----- our services, as real processes under this interpreter --------------------------------------------
 
-ServiceFactory = Callable[..., ServiceProcess]
-
 
 @pytest.fixture
 def sidecar_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
@@ -223,75 +222,26 @@ def sidecar_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
 
     ``start(engine_url, *flags, config={...})``: ``config`` goes to a YAML file passed with ``--config``.
     """
-    started: list[ServiceProcess] = []
+    with service_starter(tmp_path, "sidecar", timeout=60) as start:
 
-    def start(
-        engine_url: str, *args: str, name: str = "sidecar", config: dict[str, object] | None = None
-    ) -> ServiceProcess:
-        port = free_port()
-        extra: list[str] = []
-        if config is not None:
-            path = tmp_path / f"{name}-{port}.yaml"
-            path.write_text(yaml.safe_dump(config))
-            extra = ["--config", str(path)]
-        flags = [
-            "--host", "127.0.0.1", "--port", str(port), "--engine-url", engine_url,
-            "--engine-kind", "vllm", *extra, *args,
-        ]  # fmt: skip
-        service = ServiceProcess(
-            name=name,
-            args=autellix_command("sidecar", flags),
-            url=f"http://127.0.0.1:{port}",
-            log_path=tmp_path / f"{name}-{port}.log",
-        )
-        started.append(service)
-        return service.start(timeout=60)
+        def sidecar(engine_url: str, *args: str, **options: Any) -> ServiceProcess:
+            return start("--engine-url", engine_url, "--engine-kind", "vllm", *args, **options)
 
-    yield start
-    for service in started:
-        service.stop()
+        yield sidecar
 
 
 @pytest.fixture
 def proxy_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
     """``autellix proxy`` with given flags (``--backend ...``); stopped at teardown."""
-    started: list[ServiceProcess] = []
-
-    def start(*args: str, name: str = "proxy") -> ServiceProcess:
-        port = free_port()
-        service = ServiceProcess(
-            name=name,
-            args=autellix_command("proxy", ["--host", "127.0.0.1", "--port", str(port), *args]),
-            url=f"http://127.0.0.1:{port}",
-            log_path=tmp_path / f"{name}-{port}.log",
-        )
-        started.append(service)
-        return service.start(timeout=60)
-
-    yield start
-    for service in started:
-        service.stop()
+    with service_starter(tmp_path, "proxy", timeout=60) as start:
+        yield start
 
 
 @pytest.fixture
 def sim_engine_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
     """``autellix sim-engine`` with given flags; stopped at teardown."""
-    started: list[ServiceProcess] = []
-
-    def start(*args: str, name: str = "sim-engine") -> ServiceProcess:
-        port = free_port()
-        service = ServiceProcess(
-            name=name,
-            args=autellix_command("sim-engine", ["--host", "127.0.0.1", "--port", str(port), *args]),
-            url=f"http://127.0.0.1:{port}",
-            log_path=tmp_path / f"{name}-{port}.log",
-        )
-        started.append(service)
-        return service.start(timeout=60)
-
-    yield start
-    for service in started:
-        service.stop()
+    with service_starter(tmp_path, "sim-engine", timeout=60) as start:
+        yield start
 
 
 # ----- helpers ------------------------------------------------------------------------------------------

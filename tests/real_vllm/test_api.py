@@ -17,7 +17,8 @@ import pytest
 from autellix.engine_adapters.protocol import REPORT_HEADER, REPORT_SSE_PREFIX, decode_report
 from autellix.engine_adapters.vllm import VllmAdapter
 from tests.polling import wait_until
-from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value
+from tests.real_vllm.conftest import VllmServer, metric_value
+from tests.services import ServiceFactory
 
 pytestmark = pytest.mark.real_vllm
 

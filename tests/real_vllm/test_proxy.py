@@ -19,10 +19,10 @@ from tests.polling import wait_until
 from tests.real_vllm.conftest import (
     TINY_FCFS,
     TINY_FCFS_SPARE,
-    ServiceFactory,
     VllmPool,
     metric_value,
 )
+from tests.services import ServiceFactory
 
 pytestmark = pytest.mark.real_vllm
 

@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.real_vllm.conftest import TINY_FCFS, ServiceFactory, VllmPool
+from tests.real_vllm.conftest import TINY_FCFS, VllmPool
+from tests.services import ServiceFactory
 
 pytestmark = pytest.mark.real_vllm
 
