@@ -132,7 +132,7 @@ def test_router_has_frozen_params_and_builds_from_config(name: str) -> None:
     assert dataclasses.is_dataclass(cls.Params)
     router = get_router({"name": name, "params": {}, "weights": {}})
     assert router.name == name
-    params = router.params  # type: ignore[attr-defined]
+    params = router.params
     assert isinstance(params, cls.Params)
     if dataclasses.fields(params):
         with pytest.raises(dataclasses.FrozenInstanceError):

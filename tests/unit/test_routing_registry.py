@@ -45,7 +45,7 @@ params:
   balance_rel_threshold: 2
 """
     router = get_router(RouterConfig.from_yaml(text))
-    params = router.params  # type: ignore[attr-defined]
+    params = router.params
     assert (params.cache_threshold, params.balance_abs_threshold, params.balance_rel_threshold) == (
         0.5,
         16,

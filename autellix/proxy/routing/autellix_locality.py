@@ -21,8 +21,7 @@ sends the call to the existing pin if another replica pinned the program first.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -46,15 +45,9 @@ class AutellixRouter(RoutingPolicy):
 
     default_weights = MappingProxyType({"pinned": 2.0, "load": 1.0})
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(weights=weights, rng=rng)
-        self.params = params if params is not None else self.Params()
+    params: Params
+
+    def setup(self) -> None:
         self.require_heavier("pinned", "load", "load could move a pinned program's long calls")
         self._long_weights = (self.weights["pinned"], self.weights["load"])
         self._short_weights = (0.0, self.weights["load"])

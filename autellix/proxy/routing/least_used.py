@@ -8,8 +8,7 @@ talking to each other.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -29,15 +28,7 @@ class LeastUsedRouter(RoutingPolicy):
 
     default_weights = MappingProxyType({"load": 1.0})
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(weights=weights, rng=rng)
-        self.params = params if params is not None else self.Params()
+    params: Params
 
     def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:
         candidates = healthy_only(engines)

@@ -26,13 +26,18 @@ class RoutingPolicy(ABC):
 
     def __init__(
         self,
+        params: Any = None,
         *,
         weights: Mapping[str, float] | None = None,
         rng: random.Random | None = None,
-        seed: int = 0,
     ) -> None:
+        self.params = params if params is not None else self.Params()
         self.weights: Mapping[str, float] = merge_weights(self.name, self.default_weights, weights)
-        self.rng = rng if rng is not None else random.Random(seed)
+        self.rng = rng if rng is not None else random.Random(getattr(self.params, "seed", 0))
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 (a hook: most policies keep nothing derived)
+        """Derive what the policy keeps from ``params`` and ``weights`` (checks, tables); none by default."""
 
     @abstractmethod
     def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:
@@ -55,15 +60,7 @@ class SeededPolicy(RoutingPolicy, ABC):
     class Params:
         seed: int = 0
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.params = params if params is not None else self.Params()
-        super().__init__(weights=weights, rng=rng, seed=self.params.seed)
+    params: Params
 
 
 def merge_weights(

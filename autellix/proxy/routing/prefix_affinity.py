@@ -20,8 +20,7 @@ view are forgotten (unhealthy ones are kept: their cache may survive a blip).
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .base import EngineView, RouteDecision, RouteRequest
@@ -52,15 +51,9 @@ class PrefixAffinityRouter(RoutingPolicy):
             if min(self.block_chars, self.block_tokens, self.max_blocks_per_engine) < 1:
                 raise ValueError("block_chars, block_tokens and max_blocks_per_engine must be >= 1")
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(weights=weights, rng=rng)
-        self.params = params if params is not None else self.Params()
+    params: Params
+
+    def setup(self) -> None:
         self.index = PrefixIndex(
             block_chars=self.params.block_chars,
             block_tokens=self.params.block_tokens,

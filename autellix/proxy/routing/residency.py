@@ -25,8 +25,7 @@ Ties go to the engine listed first.
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -50,15 +49,9 @@ class ResidencyRouter(RoutingPolicy):
 
     default_weights = MappingProxyType({"home": 2.0, "load": 1.0})
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(weights=weights, rng=rng)
-        self.params = params if params is not None else self.Params()
+    params: Params
+
+    def setup(self) -> None:
         self.require_heavier("home", "load", "load could move a program away from its history")
         self._weights = (self.weights["home"], self.weights["load"])
 

@@ -9,8 +9,7 @@ engine whose turn it was.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .base import EngineView, RouteDecision, RouteRequest
@@ -27,15 +26,9 @@ class RoundRobinRouter(RoutingPolicy):
     class Params:
         pass
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(weights=weights, rng=rng)
-        self.params = params if params is not None else self.Params()
+    params: Params
+
+    def setup(self) -> None:
         self._counter = 0
 
     def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:

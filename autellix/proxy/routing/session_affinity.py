@@ -9,8 +9,7 @@ the sticky baseline the paper's locality balancer is compared with.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .base import EngineView, RouteDecision, RouteRequest
@@ -32,15 +31,9 @@ class SessionAffinityRouter(RoutingPolicy):
             if self.vnodes < 1:
                 raise ValueError(f"vnodes must be >= 1, got {self.vnodes}")
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(weights=weights, rng=rng)
-        self.params = params if params is not None else self.Params()
+    params: Params
+
+    def setup(self) -> None:
         self.ring = HashRing(self.params.vnodes)
 
     def route(self, request: RouteRequest, engines: Sequence[EngineView]) -> RouteDecision:

@@ -19,8 +19,7 @@ Defaults: ``load`` 1, everything else 0, i.e. least-used.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -49,15 +48,9 @@ class WeightedRouter(RoutingPolicy):
         {"load": 1.0, "waiting": 0.0, "kv_usage": 0.0, "pinned": 0.0, "session": 0.0, "prefix": 0.0}
     )
 
-    def __init__(
-        self,
-        params: Params | None = None,
-        *,
-        weights: Mapping[str, float] | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        super().__init__(weights=weights, rng=rng)
-        self.params = params if params is not None else self.Params()
+    params: Params
+
+    def setup(self) -> None:
         active = [(name, weight) for name, weight in self.weights.items() if weight > 0.0]
         if not active:
             raise ValueError(
