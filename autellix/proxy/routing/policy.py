@@ -3,7 +3,9 @@
 A policy subclasses :class:`RoutingPolicy`, nests a frozen ``Params`` dataclass, lists the scorers it
 weighs in ``default_weights`` and is registered with ``@register_router("name")`` (see
 :mod:`.registry`). Config may override any listed weight and nothing else, so a typo in a weight's
-name is an error rather than a silently ignored setting.
+name is an error rather than a silently ignored setting. The constructor is the base class's (params,
+weights, and a generator seeded from ``params.seed`` when the policy has one); what a policy derives
+from them it builds in ``setup``.
 """
 
 from __future__ import annotations
