@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from autellix import auth
@@ -34,9 +32,15 @@ from autellix.cli import build_parser
 from autellix.engine_adapters.config import SidecarSettings
 from autellix.engine_adapters.sidecar import create_app as create_sidecar_app
 from autellix.engine_adapters.upstream import EngineClient
-from autellix.proxy.app import GUARD, PROXY, create_app, reload_key_file
+from autellix.proxy.app import GUARD, PROXY, reload_key_file
 from autellix.proxy.config import ProxySettings
 from autellix.settings import SettingsError, load_settings
+from tests.unit.proxy_harness import (
+    ProxyStarter,
+    RecordingBackend,
+    proxy_starter,
+    recording_backends,
+)
 
 # ----- builders ----------------------------------------------------------------------------------------
 
@@ -273,63 +277,19 @@ def test_sidecar_keys_and_engine_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
 # ----- the proxy app in-process ------------------------------------------------------------------------
 
 
-@dataclass
-class RecordingBackend:
-    """A sidecar stand-in that records the path and headers of every request it gets."""
-
-    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    server: TestServer | None = None
-
-    def app(self) -> web.Application:
-        async def record(request: web.Request) -> web.StreamResponse:
-            self.seen.append((request.path, dict(request.headers)))
-            if request.path == "/v1/models":
-                return web.json_response({"object": "list", "data": [{"id": "m", "object": "model"}]})
-            if request.path == "/v1/chat/completions":
-                await request.read()
-                return web.json_response({"choices": [{"message": {"content": "hey"}}]})
-            return web.json_response({"status": "ok"})
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", record)
-        return app
-
-    def calls(self) -> list[dict[str, str]]:
-        return [headers for path, headers in self.seen if path == "/v1/chat/completions"]
-
-    def url(self) -> str:
-        assert self.server is not None
-        return str(self.server.make_url("")).rstrip("/")
-
-
-ProxyClient = TestClient[web.Request, web.Application]
-
-
 @pytest.fixture
 async def backend() -> AsyncIterator[RecordingBackend]:
-    recorder = RecordingBackend()
-    recorder.server = TestServer(recorder.app(), host="127.0.0.1")
-    await recorder.server.start_server()
-    yield recorder
-    await recorder.server.close()
+    async with recording_backends(1) as started:
+        yield started[0]
 
 
 @pytest.fixture
-async def start_proxy(backend: RecordingBackend) -> AsyncIterator[Callable[..., Any]]:
-    clients: list[ProxyClient] = []
+async def start_proxy(backend: RecordingBackend) -> AsyncIterator[ProxyStarter]:
+    def settings_of(argv: list[str]) -> ProxySettings:
+        return proxy_settings(["--backend", f"e1={backend.url()}", "--health-check-interval", "60", *argv])
 
-    async def start(*argv: str) -> ProxyClient:
-        settings = proxy_settings(
-            ["--backend", f"e1={backend.url()}", "--health-check-interval", "60", *argv]
-        )
-        client = TestClient(TestServer(create_app(settings), host="127.0.0.1", handler_cancellation=True))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
+    async with proxy_starter(settings_of, handler_cancellation=True) as start:
+        yield start
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -4,15 +4,15 @@ The same under load, with real processes, is tests/integration/test_proxy_dns.py
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autellix.proxy.app import PROXY, create_app
+from autellix.proxy.app import PROXY
+from autellix.proxy.config import ProxySettings
 from autellix.proxy.discovery import (
     BackendChanges,
     address_id,
@@ -23,7 +23,13 @@ from autellix.proxy.discovery import (
 from autellix.proxy.dns_watch import DnsWatch, make_resolver
 from autellix.settings import SettingsError
 from tests.dns_server import DnsServer
-from tests.unit.test_proxy_auth import ProxyClient, RecordingBackend, bearer, proxy_settings
+from tests.unit.proxy_harness import (
+    ProxyStarter,
+    RecordingBackend,
+    proxy_starter,
+    recording_backends,
+)
+from tests.unit.test_proxy_auth import bearer, proxy_settings
 
 # ----- the diff ---------------------------------------------------------------------------------------------
 
@@ -91,9 +97,8 @@ def test_dns_settings() -> None:
         build_without_backend([])
 
 
-def build_without_backend(argv: list[str]) -> Any:
+def build_without_backend(argv: list[str]) -> ProxySettings:
     from autellix.cli import build_parser
-    from autellix.proxy.config import ProxySettings
     from autellix.settings import load_settings
 
     return load_settings(ProxySettings, build_parser("proxy").parse_args(["proxy", *argv]))
@@ -151,34 +156,19 @@ def asyncio_timeout(seconds: float) -> Any:
 
 @pytest.fixture
 async def backends() -> AsyncIterator[list[RecordingBackend]]:
-    started = []
-    for _ in range(2):
-        recorder = RecordingBackend()
-        recorder.server = TestServer(recorder.app(), host="127.0.0.1")
-        await recorder.server.start_server()
-        started.append(recorder)
-    yield started
-    for recorder in started:
-        assert recorder.server is not None
-        await recorder.server.close()
+    async with recording_backends(2) as started:
+        yield started
 
 
 @pytest.fixture
-async def start_proxy(backends: list[RecordingBackend]) -> AsyncIterator[Callable[..., Any]]:
-    clients: list[ProxyClient] = []
-
-    async def start(*argv: str) -> ProxyClient:
-        settings = build_without_backend(
+async def start_proxy(backends: list[RecordingBackend]) -> AsyncIterator[ProxyStarter]:
+    def settings_of(argv: list[str]) -> ProxySettings:
+        return build_without_backend(
             ["--backend", f"e1={backends[0].url()}", "--health-check-interval", "60", *argv]
         )
-        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
-        await client.start_server()
-        clients.append(client)
-        return client
 
-    yield start
-    for client in clients:
-        await client.close()
+    async with proxy_starter(settings_of) as start:
+        yield start
 
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

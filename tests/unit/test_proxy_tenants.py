@@ -4,15 +4,15 @@ edge). Real processes, Redis and the sidecar are in tests/integration/test_proxy
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from autellix.auth import ApiKeys, key_id
 from autellix.engine_adapters.protocol import MAX_ID_LENGTH, PROGRAM_ID
-from autellix.proxy.app import PROXY, create_app
+from autellix.proxy.app import PROXY
+from autellix.proxy.config import ProxySettings
 from autellix.proxy.tenants import (
     OPEN_TENANT,
     TAG_LENGTH,
@@ -22,7 +22,14 @@ from autellix.proxy.tenants import (
     UnsignedProgramId,
 )
 from autellix.settings import SettingsError
-from tests.unit.test_proxy_auth import CHAT, ProxyClient, RecordingBackend, bearer, proxy_settings
+from tests.unit.proxy_harness import (
+    ProxyClient,
+    ProxyStarter,
+    RecordingBackend,
+    proxy_starter,
+    recording_backends,
+)
+from tests.unit.test_proxy_auth import CHAT, bearer, proxy_settings
 
 A, B = Tenant("aaaaaaaaaaaaaaaa"), Tenant("bbbbbbbbbbbbbbbb")
 SIGNER = ProgramIdSigner(b"s" * 32)
@@ -112,29 +119,17 @@ def test_signing_settings(tmp_path: Any) -> None:
 
 @pytest.fixture
 async def backend() -> AsyncIterator[RecordingBackend]:
-    recorder = RecordingBackend()
-    recorder.server = TestServer(recorder.app(), host="127.0.0.1")
-    await recorder.server.start_server()
-    yield recorder
-    await recorder.server.close()
+    async with recording_backends(1) as started:
+        yield started[0]
 
 
 @pytest.fixture
-async def start_proxy(backend: RecordingBackend) -> AsyncIterator[Callable[..., Any]]:
-    clients: list[ProxyClient] = []
+async def start_proxy(backend: RecordingBackend) -> AsyncIterator[ProxyStarter]:
+    def settings_of(argv: list[str]) -> ProxySettings:
+        return proxy_settings(["--backend", f"e1={backend.url()}", "--health-check-interval", "60", *argv])
 
-    async def start(*argv: str) -> ProxyClient:
-        settings = proxy_settings(
-            ["--backend", f"e1={backend.url()}", "--health-check-interval", "60", *argv]
-        )
-        client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        await client.close()
+    async with proxy_starter(settings_of) as start:
+        yield start
 
 
 async def chat(proxy: ProxyClient, key: str, program: str) -> int:
