@@ -24,9 +24,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.simulator.openai_api import ApiError
 
 
@@ -53,22 +52,6 @@ class CountTokensRequest(BaseModel):
     model: str
     messages: list[dict[str, Any]]
     system: str | list[dict[str, Any]] | None = None
-
-
-def parse(raw: bytes, model: type[BaseModel]) -> Any:
-    """Rule 2's validation errors, in OpenAI's shape as vLLM answers them."""
-    try:
-        data = parse_json(raw)  # too deep or too large a number is a 400 too (a RecursionError was a 500)
-    except JsonBodyError as exc:
-        raise ApiError(f"JSON decode error: {exc}", error_type="Bad Request", param="body") from exc
-    if not isinstance(data, dict):
-        raise ApiError("Request body must be a JSON object", error_type="Bad Request", param="body")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in ("body", *first.get("loc", ())[:1]))
-        raise ApiError(f"{where}: {first['msg']}", error_type="Bad Request", param=where) from exc
 
 
 def _text(content: Any) -> str:

@@ -29,10 +29,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from autellix.jsonbody import JsonBodyError, parse_json
 from autellix.simulator.openai_api import INT64_MAX, INT64_MIN, ApiError
+from autellix.simulator.request_body import parse_body
 
 MAX_STORED = 10_000  # vLLM never forgets a stored response; a long simulation must
 
@@ -57,18 +57,7 @@ class ResponsesRequest(BaseModel):
 
 def parse_request(raw: bytes) -> ResponsesRequest:
     """Rule 1; a bad body is a 400 worded as vLLM's validation errors are."""
-    try:
-        data = parse_json(raw)  # too deep or too large a number is a 400 too (a RecursionError was a 500)
-    except JsonBodyError as exc:
-        raise ApiError(f"JSON decode error: {exc}", error_type="Bad Request", param="body") from exc
-    if not isinstance(data, dict):
-        raise ApiError("Request body must be a JSON object", error_type="Bad Request", param="body")
-    try:
-        return ResponsesRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in ("body", *first.get("loc", ())[:1]))
-        raise ApiError(f"{where}: {first['msg']}", error_type="Bad Request", param=where) from exc
+    return parse_body(raw, ResponsesRequest)
 
 
 def _item_text(item: dict[str, Any]) -> str:

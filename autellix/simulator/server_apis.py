@@ -20,6 +20,7 @@ from aiohttp import web
 
 from autellix.simulator import messages_api, responses_api, tokenizer
 from autellix.simulator.openai_api import ApiError
+from autellix.simulator.request_body import parse_body
 from autellix.simulator.responses_api import ResponsesRequest, ResponseStore, StoredResponse
 from autellix.simulator.service import (
     SERVICE,
@@ -178,7 +179,7 @@ def _anthropic(error: ApiError) -> web.Response:
 
 async def create_message(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
-    body = messages_api.parse(await request.read(), messages_api.MessagesRequest)
+    body = parse_body(await request.read(), messages_api.MessagesRequest)
     try:  # messages_api rule 2: the handler's errors in Anthropic's envelope
         service.check_model(body.model)
         prepared = service.prepare_prompt(
@@ -215,7 +216,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
 
 async def count_tokens(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    body = messages_api.parse(await request.read(), messages_api.CountTokensRequest)
+    body = parse_body(await request.read(), messages_api.CountTokensRequest)
     try:
         service.check_model(body.model)
     except ApiError as exc:
