@@ -163,12 +163,15 @@ def test_priority_is_what_reorders_calls_inside_a_priority_engine(
     ]
     window = ("--engine-kind", "sim", "--window-mode", "fixed", "--max-in-flight", "3")
     for policy, flag, expected in [
-        ("priority", "on", ["long-0", "long-1", "short", "long-2"]),
-        ("fcfs", "off", ["long-0", "long-1", "long-2", "short"]),
+        ("priority", "on", ["long-0", "long", "short", "long"]),
+        ("fcfs", "off", ["long-0", "long", "long", "short"]),
     ]:
         engine = sim_engine_factory(*UNIT, "--max-num-seqs", "1", "--scheduling-policy", policy)
         sidecar = sidecar_factory(engine.url, *window, "--engine-priority", flag, name=policy)
-        assert completion_order(sidecar.url, plan) == expected, policy
+        order = completion_order(sidecar.url, plan)
+        # long-1 and long-2 are one program's calls at one level: on a busy host their two relays may
+        # reach the engine in either order, and which of them short overtakes is not the point.
+        assert [name if name in ("long-0", "short") else "long" for name in order] == expected, order
 
 
 def test_adaptive_window_settles_at_the_engine_batch_plus_slack(
