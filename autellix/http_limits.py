@@ -78,7 +78,21 @@ def protocol_error(status: int, exc: BaseException | None, limits: HttpLimits) -
 
 
 class _JsonErrorHandler(web_protocol.RequestHandler):
-    __slots__ = ()
+    __slots__ = ("_head_path",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_path = ""
+
+    def data_received(self, data: bytes) -> None:
+        # When any message in a chunk fails to parse, aiohttp answers for the whole chunk with a
+        # stand-in request whose path is "/" (a valid request ahead of the broken one included), so the
+        # route's shape would be lost: remember the path of the request line a chunk starts with.
+        if data[:1].isalpha():
+            parts = data.split(b" ", 2)
+            if len(parts) == 3 and parts[1][:1] == b"/":
+                self._head_path = parts[1].split(b"?", 1)[0].decode("latin-1")
+        super().data_received(data)
 
     def handle_error(
         self,
@@ -97,7 +111,10 @@ class _JsonErrorHandler(web_protocol.RequestHandler):
         else:
             log.debug("malformed request from %s: %s", request.remote, type(exc).__name__)
         try:
-            anthropic = error_shape_of(request.path) == "anthropic"
+            path = request.path
+            if path == "/" and self._head_path:  # aiohttp's stand-in for a chunk that did not parse
+                path = self._head_path
+            anthropic = error_shape_of(path) == "anthropic"
         except Exception:  # a request line too broken to have a path
             anthropic = False
         body = anthropic_body(answer, text) if anthropic else server.error_body(answer, text)

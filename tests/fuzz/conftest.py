@@ -55,7 +55,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         group.start_all([engine])
         sidecar = service("sidecar", logs, ["--engine-url", engine.url, "--max-call-seconds", "20"])
         group.start_all([sidecar])
-        proxy = service("proxy", logs, ["--backend", f"s0={sidecar.url}", "--max-call-seconds", "20"])
+        # the witness must outlive a long campaign (scripts/fuzz.sh runs past the default TTL of 600 s;
+        # 3600 s, the stuck TTL, is the most a program TTL may be)
+        proxy_flags = ["--backend", f"s0={sidecar.url}", "--max-call-seconds", "20", "--program-ttl", "3600"]
+        proxy = service("proxy", logs, proxy_flags)
         group.start_all([proxy])
         wait_backends_healthy(proxy)
         request = urllib.request.Request(
