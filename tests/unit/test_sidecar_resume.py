@@ -172,9 +172,8 @@ def test_resumed_completion_chunks_become_the_first_spells_chat_chunks_with_the_
 def test_a_completion_call_resumes_as_a_completion_with_its_own_identity() -> None:
     session = ResumeSession("completion", "/v1/completions", COMPLETION_BODY)
     first = StreamHeader("completion", "r1", 1700, "m")
-    seen = rewrite_all(
-        session, [sse(first.delta_chunk(" a", [101], None, PROMPT)), sse(first.delta_chunk(" b", [102], None))]
-    )
+    engine = [sse(first.delta_chunk(" a", [101], None, PROMPT)), sse(first.delta_chunk(" b", [102], None))]
+    seen = rewrite_all(session, engine)
     assert seen == [first.delta_chunk(" a", None, None), first.delta_chunk(" b", None, None)]
     path, body = session.resume_request()
     assert (path, body["prompt"], body["max_tokens"]) == ("/v1/completions", [*PROMPT, 101, 102], 8)
