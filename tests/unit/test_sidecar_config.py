@@ -103,7 +103,7 @@ def test_a_calls_kv_weight_is_its_prompt_and_its_capped_output_reserve(
 
 
 def test_preempt_is_off_by_default_and_takes_its_parameters(tmp_path: Path) -> None:
-    assert SidecarSettings().preempt_settings() is None
+    assert load_settings(SidecarSettings, parse([])).preempt_settings() is None
     config = tmp_path / "sidecar.yaml"
     config.write_text("preempt: true\npreempt_params: {min_run: 0.5, level_gap: 1}\n")
     settings = load_settings(SidecarSettings, parse(["--config", str(config), "--engine-kind", "sim"]))
