@@ -451,6 +451,10 @@ async def _spell(
                 gate.no_longer_resumable(gate_id)
             if forward:
                 await response.write(forward)
+            # Neither a read of buffered bytes nor a write below the high-water mark suspends: an
+            # engine that streams faster than this loop would starve the timers (the tick that
+            # decides a stop) and every other handler until the stream ends.
+            await asyncio.sleep(0)
         return _STOPPED if stop.is_set() and session.can_resume and not relay.done else None
     finally:
         watcher.cancel()
