@@ -198,7 +198,7 @@ async def forward_call(
             if session is not None and resume_id is not None:
                 response, completed, reusable, report = await _relay_resumable(
                     sidecar, request, upstream, client_wants_usage, report_for, rules, deadline,
-                    session, resume_id, headers,
+                    session, resume_id, headers, admission.waited,
                 )  # fmt: skip
             else:
                 response, completed, reusable, report = await _relay_stream(
@@ -349,6 +349,7 @@ async def _relay_resumable(
     session: ResumeSession,
     gate_id: str,
     headers: dict[str, str],
+    waited: float,
 ) -> tuple[web.StreamResponse, bool, bool, CompletionReport]:
     """Rule 6: relay a resumable call's stream over as many spells as the scheduler makes it take.
     Returns as :func:`_relay_stream` does; ``upstream`` (the first spell's) is the caller's to close,
@@ -360,7 +361,7 @@ async def _relay_resumable(
     response = web.StreamResponse(status=upstream.status, headers=response_headers(upstream.headers))
     await response.prepare(request)
     current = upstream
-    timing: dict[str, float] = {"paused": 0.0}
+    timing = {"paused": 0.0, "waited": waited}  # summed over the spells, for the report
     broke_off: BaseException | None = None
     try:
         while True:
@@ -379,8 +380,11 @@ async def _relay_resumable(
                     admission = await resumed
             except TimeoutError as exc:
                 broke_off = exc
+            stopped = gate.now() - stopped_at
+            timing["paused"] += stopped
+            if broke_off is not None:
+                timing["waited"] += stopped  # the scheduler's count stops with the call, not admitted
                 break
-            timing["paused"] += gate.now() - stopped_at
             timing["waited"] = admission.waited
             path, body = session.resume_request()
             priority = sidecar.engine_priority(admission.level)
