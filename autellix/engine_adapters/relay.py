@@ -78,6 +78,7 @@ class Sidecar(Protocol):
 
 
 DRAIN_SECONDS = 2.0  # an engine that keeps a stream open after [DONE] loses the connection, not the call
+REFUSAL_BYTES = 300  # of an engine's answer to a resumed call that it did not stream, in the error event
 
 _RESPONSE_DROPPED = frozenset(
     {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server"}
@@ -398,9 +399,7 @@ async def _relay_resumable(
                 break
             sidecar.metrics.resumes.inc()
             if current.status != 200 or current.content_type != "text/event-stream":
-                broke_off = ResumeRefused(
-                    f"the engine answered the resumed call with {current.status} {current.reason}"
-                )
+                broke_off = ResumeRefused(await _refusal(current))
                 break
             session.resumed()
         report = report_for(
@@ -418,6 +417,16 @@ async def _relay_resumable(
     finally:
         if current is not upstream:
             current.close()
+
+
+async def _refusal(upstream: aiohttp.ClientResponse) -> str:
+    """Why the engine did not stream a resumed call: its status and the start of its answer."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            said = (await upstream.content.read(REFUSAL_BYTES)).decode(errors="replace")
+    except (aiohttp.ClientError, TimeoutError):
+        said = ""
+    return f"the engine answered the resumed call with {upstream.status}: {said}".rstrip(": ")
 
 
 async def _spell(
