@@ -33,7 +33,11 @@ Theory of operation
    tells the scheduler) when its stream shows something a resumed request would not reproduce: a
    chat delta with more than ``role`` and ``content`` (a reasoning or tool parser at work), an
    identity chunk without prompt token ids (an engine that ignores ``return_token_ids``), or a
-   ``finish_reason`` (the call is ending anyway).
+   ``finish_reason`` (the call is ending anyway). Every token's chunk passes here, so the common one
+   (a plain content chunk once the prompt ids are known) is handled on its bytes: its ``token_ids``
+   array is read and replaced by ``null`` in place, without decoding and re-encoding the JSON; any
+   chunk that does not match that shape exactly is decoded (the tests hold both ways to the same
+   result).
 3. **Resuming** (:meth:`ResumeSession.resume_request`). Nothing forwarded yet: the original request
    again, unchanged. Else ``/v1/completions`` with ``prompt`` = prompt ids + generated ids,
    ``max_tokens`` = the original minus what was generated (``min_tokens`` likewise), the copied
@@ -54,6 +58,7 @@ Theory of operation
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,6 +137,11 @@ _HARMLESS_AT: dict[str, tuple[object, ...]] = {
 }
 _ALLOWED = frozenset(COPIED) | _PROMPT_SHAPING | frozenset(_HARMLESS_AT)
 _CHAT_DELTA_KEYS = frozenset({"role", "content"})
+# Rule 2's per-token fast path: a content chunk whose token ids are its only change, in the engine's
+# compact JSON (a key cannot occur inside a string value, whose quotes are escaped).
+_TOKEN_IDS = re.compile(rb'"token_ids":\[([0-9, ]*)\]')
+_PLAIN_DELTA = re.compile(rb'"delta":\{"content":"(?:[^"\\]|\\.)*"\}')
+_FAST_KEYS = (b'"finish_reason":null', b'"usage"', b'"error"', b'"prompt_token_ids":[')
 
 
 def _harmless(name: str, value: object) -> bool:
@@ -252,6 +262,10 @@ class ResumeSession:
 
     def rewrite(self, event: bytes) -> bytes | None:
         """One complete SSE event from the engine -> the event for the client (None: dropped)."""
+        if self.spell == 0 and self.prompt_ids is not None and self.plain and not self.finished:
+            fast = self._fast(event)
+            if fast is not None:
+                return fast
         data = _data(event)
         if data is None or data.strip() == b"[DONE]":
             return event
@@ -265,6 +279,25 @@ class ResumeSession:
         return None if out is None else _event(out)
 
     # ----- rule 2 ----------------------------------------------------------------------------------
+
+    def _fast(self, event: bytes) -> bytes | None:
+        """Rule 2, fast: a plain content chunk, its token ids taken and nulled without decoding the JSON
+        (what :meth:`_first` would do to it, byte for byte but the engine's own formatting); None:
+        not such a chunk, decode it."""
+        unfinished, usage, error, prompt_ids = (key in event for key in _FAST_KEYS)
+        if not unfinished or usage or error or prompt_ids or event.count(b'"token_ids":[') != 1:
+            return None
+        if self.api == "chat" and _PLAIN_DELTA.search(event) is None:
+            return None
+        match = _TOKEN_IDS.search(event)
+        if match is None:
+            return None
+        try:
+            ids = [int(t) for t in match.group(1).split(b",") if t.strip()]
+        except ValueError:
+            return None
+        self.generated.extend(ids)
+        return event[: match.start()] + b'"token_ids":null' + event[match.end() :]
 
     def _first(self, payload: dict[str, Any]) -> dict[str, Any] | None:
         if self.identity is None and "id" in payload:

@@ -235,3 +235,36 @@ def test_the_relay_forgets_the_half_event_of_a_stopped_stream_and_reads_the_resu
     assert decoded([out]) == [first.delta_chunk(" c", None, "length")]
     assert relay.usage is not None and (relay.usage.prompt_tokens, relay.usage.output_tokens) == (3, 3)
     assert relay.finish(b": report\n\n") == b": report\n\n" + sse("[DONE]")
+
+
+@pytest.mark.parametrize("api", ["chat", "completion"])
+@pytest.mark.parametrize(
+    "text", [" plain", 'a "quoted" \\ bit', "ünï\u2028cödé", '"delta":{"reasoning":"x"}', ""]
+)
+def test_the_per_token_fast_path_does_what_decoding_the_chunk_does(
+    api: str, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def spell() -> tuple[list[dict[str, Any]], list[int]]:
+        body = CHAT_BODY if api == "chat" else COMPLETION_BODY
+        session = ResumeSession(api, "/v1/chat/completions" if api == "chat" else "/v1/completions", body)
+        header = StreamHeader(api, "r1", 1700, "m")  # type: ignore[arg-type]
+        events = [sse(header.role_chunk(PROMPT))] if api == "chat" else []
+        events.append(sse(header.delta_chunk(" a", [101], None, None if api == "chat" else PROMPT)))
+        events += [sse(header.delta_chunk(text, [102 + i, 7], None)) for i in range(3)]
+        events.append(sse(header.delta_chunk("end", [110], "length", last=True)))
+        return rewrite_all(session, events), session.generated
+
+    taken: list[bool] = []
+    original = ResumeSession._fast
+
+    def spy(self: ResumeSession, event: bytes) -> bytes | None:
+        out = original(self, event)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(ResumeSession, "_fast", spy)
+    fast = spell()
+    assert taken.count(True) == (4 if api == "chat" else 3)  # decoded: the ones with prompt ids, the last
+    monkeypatch.setattr(ResumeSession, "_fast", lambda self, event: None)
+    assert fast == spell()
+    assert fast[1] == [101, 102, 7, 103, 7, 104, 7, 110]
