@@ -78,6 +78,7 @@ class Sidecar(Protocol):
 
 
 DRAIN_SECONDS = 2.0  # an engine that keeps a stream open after [DONE] loses the connection, not the call
+YIELD_EVERY = 8  # engine chunks a resumable stream relays before it lets the event loop run (rule 6)
 REFUSAL_BYTES = 300  # of an engine's answer to a resumed call that it did not stream, in the error event
 
 _RESPONSE_DROPPED = frozenset(
@@ -444,6 +445,7 @@ async def _spell(
     watcher = asyncio.create_task(_close_when_stopped(stop, upstream, session))
     chunks = upstream.content.iter_any().__aiter__()
     resumable = session.can_resume
+    turns = 0
     try:
         while not relay.done:
             try:
@@ -467,7 +469,9 @@ async def _spell(
             # Neither a read of buffered bytes nor a write below the high-water mark suspends: an
             # engine that streams faster than this loop would starve the timers (the tick that
             # decides a stop) and every other handler until the stream ends.
-            await asyncio.sleep(0)
+            turns += 1
+            if turns % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         return _STOPPED if stop.is_set() and session.can_resume and not relay.done else None
     finally:
         watcher.cancel()
