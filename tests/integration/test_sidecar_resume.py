@@ -145,10 +145,10 @@ def test_a_deadline_that_passes_while_the_stream_is_stopped_cuts_it_with_an_erro
 ) -> None:
     engine = sim_engine_factory(*UNIT)
     sidecar = sidecar_factory(engine.url, *SIDECAR, config=PREEMPT)
-    low = LowStream(sidecar.url, "/v1/chat/completions", {"X-Request-Timeout": "1"})  # 300 tokens: 3 s
+    low = LowStream(sidecar.url, "/v1/chat/completions", {"X-Request-Timeout": "2"})  # 300 tokens: 3 s
     low.start()
     assert wait_until(lambda: metric(sidecar.url, "autellix_sidecar_running") == 1, timeout=10)
-    top_level_call(sidecar.url, tokens=200)  # 2 s: the stopped stream's deadline passes meanwhile
+    top_level_call(sidecar.url, tokens=400)  # 4 s: the stopped stream's deadline passes meanwhile
     low.join(30)
     assert low.status == 200
     *_, error, done, last = low.events  # relay.py rule 5: the API's error event, then the report
@@ -156,6 +156,7 @@ def test_a_deadline_that_passes_while_the_stream_is_stopped_cuts_it_with_an_erro
     report = protocol.decode_report(last[len(protocol.REPORT_SSE_PREFIX) :])
     assert not report.ok and 0 < report.output_tokens < OUTPUT
     assert report.queue_wait > report.exec_time  # stopped most of its second: wait, not execution
+    assert metric(sidecar.url, "autellix_sidecar_preemptions_total") == 1
     assert metric(sidecar.url, "autellix_sidecar_resumes_total") == 0
     assert metric(sidecar.url, "autellix_sidecar_rejected_total", 'reason="deadline_midstream"') == 1
     assert metric(sidecar.url, "autellix_sidecar_running") == 0
