@@ -207,6 +207,8 @@ async def forward_call(
                     sidecar, request, upstream, client_wants_usage, report_for, rules, deadline
                 )
         else:
+            if resume_id is not None:  # an error answer, not a stream: nothing to stop and resume
+                gate.no_longer_resumable(resume_id)
             response, completed, report = await _relay_whole(sidecar, upstream, report_for, rules, deadline)
             reusable = completed
         return response, completed, report
