@@ -79,6 +79,15 @@ def setups(settings: DemoSettings) -> tuple[Setup, Setup]:
     )  # fmt: skip
 
 
+def resume_setup(settings: DemoSettings) -> Setup:
+    """The program-aware setup with abort-and-resume preemption in its sidecars (``--preempt``; issue 14
+    item 3), with the ``autellix-resume`` preset as its simulation."""
+    preset = dataclasses.replace(get_system("autellix-resume"), queue=settings.scheduler)
+    title = f"{settings.scheduler.upper()} sidecars (working-set gate, abort-and-resume), priority engines"
+    return Setup("autellix-resume", title + ", locality router", "priority", settings.scheduler, "autellix",
+                 preset)  # fmt: skip
+
+
 def atlas_setup(settings: DemoSettings) -> Setup:
     """Today's program-aware sidecar before the working-set gate (``--working-set off --no-kv-budget``):
     what the gate is measured against (issue 14), with the ``autellix-las`` preset as its simulation."""
@@ -127,6 +136,7 @@ class GateSeen:
     kv_capacity_tokens: int  # one engine's cache, as its sidecar reports it (0: unknown: gate open)
     displaced: int  # programs that lost their place, all sidecars
     samples: int
+    preemptions: int = 0  # calls stopped to be resumed (abort-and-resume), all sidecars
 
     @property
     def engaged(self) -> bool:
@@ -188,8 +198,10 @@ class GateWatch:
 
     def seen(self) -> GateSeen:
         key = self.PREFIX + 'gate_programs_total{event="displaced"}'
+        stops = self.PREFIX + "preemptions_total"
         return GateSeen(self._waiting, self._calls, self._share, self._capacity,
-                        int(sum(values.get(key, 0.0) for values in self._last)), self._samples)  # fmt: skip
+                        int(sum(values.get(key, 0.0) for values in self._last)), self._samples,
+                        int(sum(values.get(stops, 0.0) for values in self._last)))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +271,12 @@ def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: Serv
     if setup.scheduler != "fcfs":
         for sidecar in sidecars:
             sidecar.env["AUTELLIX_SCHEDULER_PARAMS"] = json.dumps(scaled_queue_params(settings.time_scale))
+    if setup.preset.preempt is not None:  # abort-and-resume; its minimum quantum in wall seconds too
+        params = setup.preset.preempt
+        scaled = {**dataclasses.asdict(params), "min_run": params.min_run * settings.time_scale}
+        for sidecar in sidecars:
+            sidecar.env["AUTELLIX_PREEMPT"] = "true"
+            sidecar.env["AUTELLIX_PREEMPT_PARAMS"] = json.dumps(scaled)
     group.start_all(sidecars)
     proxy_args = [f"--backend=engine-{i}={s.url}" for i, s in enumerate(sidecars)]
     # A backend that answers a health check late is busy, not dead: on a loaded 2-core machine a 1 s

@@ -3,13 +3,16 @@
 For each seed, the same seeded mixed workload (the paper's Mixed: ShareGPT chat chains, BFCL tool-use
 chains, LATS tree searches; the demo's scaled-down version, docs/demo.md) runs through live stacks on
 loopback in front of two simulated ``a100-llama3-8b`` engines at ``--time-scale 0.2`` (five simulated
-seconds per wall second), one setup after the other (``--setups``, default all five):
+seconds per wall second), one setup after the other (``--setups``, default the first five):
 
 - ``fcfs``: a proxy, FCFS sidecars, FCFS engines, round-robin router (today's serving);
 - ``autellix``: ATLAS sidecars (``--scheduler plas`` for PLAS) behind the KV working-set gate and the
   KV budget (the sidecar's defaults), priority engines, locality router;
 - ``atlas``: the same without gate and budget (``--working-set off --no-kv-budget``: the ATLAS sidecar
   as it was before issue 14), what the gate is measured against;
+- ``autellix-resume`` (only when named in ``--setups``): ``autellix`` with abort-and-resume preemption
+  in its sidecars (``--preempt``, issue 14 item 3; the ``autellix-resume`` preset's parameters, the
+  minimum quantum scaled to wall time); the sidecars' preemption count is printed;
 - ``vllm-router-rr`` and ``vllm-router-ps``: vllm-router 0.1.17 (PyPI, Rust; its own environment, as
   ``bench_proxy_overhead.py`` makes it) directly in front of FCFS engines, no sidecar, with
   ``round_robin`` and with ``--enable-program-scheduling`` (how it is set up and fed program identity:
@@ -65,7 +68,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from autellix.demo import Setup, StackRun, atlas_setup, demo_programs, run_setup, setups
+from autellix.demo import Setup, StackRun, atlas_setup, demo_programs, resume_setup, run_setup, setups
 from autellix.demo_config import DemoSettings
 from autellix.launch import ServiceStartError
 from autellix.records import ProgramRecord, percentile
@@ -77,8 +80,9 @@ from peer_router import MODES, router_setup, run_router
 from rust_routers import DEFAULT_VENV, RouterEnv, ensure_router_env
 
 TARGET = 2.0
-SETUPS = ("fcfs", "autellix", "atlas", *MODES)
-SIMULATED = ("fcfs", "autellix", "atlas", "vllm-router-rr")  # a preset models these (module doc)
+SETUPS = ("fcfs", "autellix", "atlas", *MODES, "autellix-resume")
+DEFAULT_SETUPS = ("fcfs", "autellix", "atlas", *MODES)
+SIMULATED = ("fcfs", "autellix", "atlas", "vllm-router-rr", "autellix-resume")  # a preset models these
 PEER = "vllm-router-ps"
 # a machine that kept up: programs started at most this late (p95, wall s), token gaps within 5%
 BUSY_LAG = 0.05
@@ -128,7 +132,8 @@ def vars_of(obj: object) -> dict[str, object]:
 def contenders(settings: DemoSettings) -> dict[str, Setup]:
     baseline, aware = setups(settings)
     return {"fcfs": baseline, "autellix": aware, "atlas": atlas_setup(settings),
-            **{name: router_setup(name) for name in MODES}}  # fmt: skip
+            **{name: router_setup(name) for name in MODES},
+            "autellix-resume": resume_setup(settings)}  # fmt: skip
 
 
 def ratios(
@@ -291,12 +296,13 @@ def print_seed(seed: int, row: dict[str, object], live: dict[str, dict[str, floa
             print(f"    {name} gate: {held} (at most {gate['max_waiting_programs']} waiting, residents "
                   f"at most "
                   f"{gate['max_resident_share']:.0%} of {gate['kv_capacity_tokens']:,} tokens, displaced "
-                  f"{gate['displaced']})", flush=True)  # fmt: skip
+                  f"{gate['displaced']}; calls stopped and resumed {gate['preemptions']})",
+                  flush=True)  # fmt: skip
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
+    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(DEFAULT_SETUPS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--programs", type=int, nargs="+", default=[120, 240], help="programs per seed: the overload's length"

@@ -21,6 +21,9 @@ name on first use (no list of kinds to edit). An adapter answers:
    callers that reach the sidecar otherwise), and for streams ``stream_options.include_usage`` so that
    we can count tokens; everything else passes unchanged.
 5. How usage and engine-side timing are read from a response or stream chunk (``read_usage``).
+6. Whether a streamed call can be stopped and resumed from a token-id prompt (``supports_resume``:
+   the engine takes ``prompt`` as token ids on ``/v1/completions`` and returns them with
+   ``return_token_ids``; relay.py rule 6).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class EngineAdapter(ABC):
     health_path: ClassVar[str] = "/health"
     server_info_path: ClassVar[str | None] = None
     default_low_values_first: ClassVar[bool] = True
+    supports_resume: ClassVar[bool] = False  # rule 6
 
     def __init__(self, options: AdapterOptions | None = None) -> None:
         self.options = options if options is not None else AdapterOptions()

@@ -26,6 +26,7 @@ from autellix.auth import (
 
 if TYPE_CHECKING:
     from autellix.engine_adapters.admission import WindowParams
+    from autellix.engine_adapters.scheduler import PreemptParams
     from autellix.engine_adapters.scheduling.working_set import WorkingSetParams
 
 
@@ -79,6 +80,18 @@ class SidecarSettings(BaseSettings):
         ge=1,
         description="the most output tokens a call's max_tokens counts in the KV budget (clients often "
         "ask for far more than they get)",
+    )
+    preempt: bool = Field(
+        False,
+        description="abort-and-resume preemption: when a much better call waits and the engine is full, "
+        "stop a running streamed call (close its engine connection) and resume it later from its prompt + "
+        "the tokens it generated, in one uninterrupted client stream (engine_adapters/resume.py); vllm and "
+        "sim engines only (SGLang preempts by itself: run it with --enable-priority-scheduling)",
+    )
+    preempt_params: dict[str, Any] | None = Field(
+        None,
+        description="abort-and-resume parameters (YAML mapping or JSON), e.g. {level_gap: 2, min_run: 2, "
+        "min_remaining: 32, max_preemptions: 3} (scheduler.py rule 5)",
     )
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8100, ge=0, le=65535, description="port to bind (0 picks a free one)")
@@ -200,9 +213,29 @@ class SidecarSettings(BaseSettings):
         build_params(WorkingSetParams, value, what="working_set_params")
         return value
 
+    @field_validator("preempt_params")
+    @classmethod
+    def _valid_preempt(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from autellix.engine_adapters.scheduler import PreemptParams
+        from autellix.engine_adapters.scheduling import build_params
+
+        build_params(PreemptParams, value, what="preempt_params")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> SidecarSettings:
         self.window_params()
+        if self.preempt:
+            from autellix.engine_adapters.base import adapter_class
+
+            if not adapter_class(self.engine_kind).supports_resume:
+                raise ValueError(
+                    f"preempt: the {self.engine_kind} adapter cannot stop and resume calls (abort-and-resume "
+                    "needs token-id prompts and return_token_ids: vllm or sim); SGLang preempts running "
+                    "calls natively: leave preempt off, start SGLang with --enable-priority-scheduling "
+                    "and a low --priority-scheduling-preemption-threshold, and send priorities "
+                    "(--engine-priority)"
+                )
         keyless = not self.api_key and self.api_key_file is None
         if keyless and not self.insecure_no_auth and not is_loopback_host(self.host):
             raise ValueError(
@@ -221,6 +254,16 @@ class SidecarSettings(BaseSettings):
 
         values = {**(self.working_set_params or {}), "order": self.working_set}
         params: WorkingSetParams = build_params(WorkingSetParams, values, what="working_set_params")
+        return params
+
+    def preempt_settings(self) -> PreemptParams | None:
+        """Abort-and-resume's parameters, or None when ``--preempt`` is off."""
+        if not self.preempt:
+            return None
+        from autellix.engine_adapters.scheduler import PreemptParams
+        from autellix.engine_adapters.scheduling import build_params
+
+        params: PreemptParams = build_params(PreemptParams, self.preempt_params, what="preempt_params")
         return params
 
     def api_keys(self) -> tuple[str, ...]:

@@ -18,8 +18,11 @@ Rules
    decision may stop a running call that its handler entered as ``resumable``. The gate then sets the
    call's stop event (``stop_event``), and the handler must stop the engine request (close its
    connection) and await ``resumed``, a future that resolves with the call's next admission; it
-   resubmits the rest of the call then. ``progress`` tells the scheduler how many tokens a call has
-   generated (so a call near its ``max_tokens`` is never stopped).
+   resubmits the rest of the call then, and clears the event itself once it has acted on it (so a
+   stop is never missed, however late the handler looks; a stopped call re-admitted in the very
+   decision that stopped it was never really stopped, and its event is cleared at once).
+   ``progress`` tells the scheduler how many tokens a call has generated (so a call near its
+   ``max_tokens`` is never stopped), ``no_longer_resumable`` that it can no longer be stopped.
 4. The clock is injected (a monotonic clock live, a virtual one in tests); no other time source is read.
 """
 
@@ -75,6 +78,7 @@ class AdmissionGate:
         self._pump_scheduled = False
         self._preempt_due = False
         self._stops: dict[str, asyncio.Event] = {}
+        self._resumes: dict[str, asyncio.Future[Admission]] = {}  # a stopped call's next admission
 
     @property
     def queue(self) -> QueuePolicy:
@@ -119,11 +123,14 @@ class AdmissionGate:
         return self._stops.get(call_id)
 
     def resumed(self, call_id: str) -> asyncio.Future[Admission] | None:
-        """After a stop: the future of the call's next admission (None if it is not waiting)."""
-        return self._pending.get(call_id)
+        """After a stop: the future of the call's next admission (None if it was never stopped)."""
+        return self._resumes.get(call_id)
 
     def progress(self, call_id: str, generated: int) -> None:
         self.scheduler.progress(call_id, generated)
+
+    def no_longer_resumable(self, call_id: str) -> None:
+        self.scheduler.no_longer_resumable(call_id)
 
     def pump(self, now: float | None = None) -> int:
         """Admit whatever the scheduler lets in now; returns how many were admitted."""
@@ -144,12 +151,19 @@ class AdmissionGate:
             now = self._clock()
             stopped = self.scheduler.preempt(now)
             for preemption in stopped:
+                future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+                self._pending[preemption.call_id] = self._resumes[preemption.call_id] = future
                 event = self._stops.get(preemption.call_id)
-                self._pending[preemption.call_id] = asyncio.get_running_loop().create_future()
                 if event is not None:
                     event.set()
             if stopped:
                 self.pump(now)
+            for preemption in stopped:  # re-admitted at once: never stopped after all (rule 3)
+                if preemption.call_id not in self._pending:
+                    self._resumes.pop(preemption.call_id, None)
+                    event = self._stops.get(preemption.call_id)
+                    if event is not None:
+                        event.clear()
 
     def leave(self, call_id: str, completed: bool, usage: CallUsage | None = None) -> Departure | None:
         """The call is over (completed, failed or abandoned); frees its place. Idempotent."""
@@ -158,6 +172,7 @@ class AdmissionGate:
         if future is not None and not future.done():
             future.cancel()
         self._stops.pop(call_id, None)
+        self._resumes.pop(call_id, None)
         departure = self.scheduler.leave(call_id, now, completed, usage)
         self._pump_soon()
         return departure
@@ -184,6 +199,3 @@ class AdmissionGate:
             future = self._pending.pop(admission.call_id, None)
             if future is not None and not future.done():
                 future.set_result(admission)
-            event = self._stops.get(admission.call_id)
-            if event is not None:
-                event.clear()

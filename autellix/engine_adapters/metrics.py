@@ -53,6 +53,9 @@ class _GateCollector(Collector):
         yield _counter(
             "promotions", "Waiting calls promoted to the top level (anti-starvation).", queue.promoted
         )
+        yield _counter(
+            "preemptions", "Running calls stopped to be resumed later (abort-and-resume).", stats.preempted
+        )
         aborts = CounterMetricFamily(
             PREFIX + "aborts",
             "Calls whose client went away (or that failed), by where they were.",
@@ -136,6 +139,11 @@ class SidecarMetrics:
             PREFIX + "rejected",
             "Calls refused or cut: queue_full (429), deadline (504 while queued), deadline_midstream.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.resumes = Counter(
+            PREFIX + "resumes",
+            "Resumed requests sent for stopped calls (abort-and-resume: prompt + generated tokens).",
             registry=self.registry,
         )
         self.probe_failures = Counter(

@@ -56,7 +56,9 @@ Rules:
    ``max_tokens`` left (a call about to finish is never stopped) and has been stopped fewer than
    ``max_preemptions`` times. The victim goes back to the queue in its old place (it keeps its level
    and sequence number) and is admitted again like any other call; the shell aborts it in the engine
-   and resumes it then.
+   and resumes it then. A shell that learns it can no longer resume a call faithfully says so
+   (``no_longer_resumable``); a stopped call whose stream ended before the stop reached it leaves as
+   completed, not as an abort.
 6. Time is the caller's ``now`` and never goes backwards; nothing here reads a clock.
 """
 
@@ -342,6 +344,13 @@ class SidecarScheduler:
         if ticket is not None:
             ticket.generated = generated
 
+    def no_longer_resumable(self, call_id: str) -> None:
+        """The shell can no longer stop and resume the call faithfully (its stream reached its end, or
+        showed something a resumed request would not reproduce): rule 5 never picks it again."""
+        ticket = self._tickets.get(call_id)
+        if ticket is not None:
+            ticket.resumable = False
+
     def preempt(self, now: float) -> tuple[Preemption, ...]:
         """Rule 5: at most one running call to stop now; it is already back in the queue. Shells ask
         after a ``select`` (on their timer ticks), abort the victim in the engine, then ``select``
@@ -418,6 +427,11 @@ class SidecarScheduler:
             record = self.queue.finish(call_id, now) if completed else self.queue.remove(call_id, now)
             if not completed:
                 self._aborted_running += 1
+            departure = Departure(record, True)
+        elif completed and ticket.preemptions:
+            # Stopped (rule 5) as its stream was ending: the end reached the shell first, so the call
+            # finished in the engine after all and is no abort.
+            record = self.queue.remove(call_id, now) if ticket.where == _QUEUE else None
             departure = Departure(record, True)
         else:
             record = self.queue.remove(call_id, now) if ticket.where == _QUEUE else None

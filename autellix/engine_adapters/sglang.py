@@ -14,6 +14,12 @@ Theory of operation (the rules of base.py, as SGLang answers them)
    at most K-1 = 7 by default, below SGLang's default preemption threshold of 10, so priorities order
    admission without making SGLang preempt running calls.
 3. Usage: ``usage.prompt_tokens_details.cached_tokens`` (``--enable-cache-report``).
+4. No abort-and-resume (base.py rule 6; the sidecar refuses ``--preempt``): SGLang preempts running
+   requests for waiting ones by itself, natively and without recomputing from scratch (priority
+   preemption, on by default with ``--enable-priority-scheduling``, for a priority gap above
+   ``--priority-scheduling-preemption-threshold``). Our default levels stay within its default
+   threshold (rule 2); to have SGLang preempt for our levels, start it with a threshold below the
+   level gap wanted (e.g. 1 or 2).
 """
 
 from __future__ import annotations

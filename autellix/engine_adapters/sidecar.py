@@ -17,6 +17,12 @@ A generation request (``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/
    request (relay.py rule 5);
 3. leave: in a ``finally``, whatever happened (finished, engine error, client gone while queued or
    while streaming), so the queue, the in-flight count and the window never leak a call.
+4. With ``--preempt`` (off by default; vllm and sim engines only) the gate runs abort-and-resume
+   (scheduler.py rule 5): a call that resume.py rule 1 finds resumable (a streamed chat or completions
+   call with ``max_tokens`` and nothing a resumed request would not reproduce) is entered
+   ``resumable``; after a tick the scheduler may stop such a call for a much better waiting one, and
+   the relay (relay.py rule 6) aborts it in the engine and, once the call is admitted again, resumes
+   it from its prompt + generated token ids in the same client stream. Other calls are never stopped.
 
 Two timers run beside the handlers: the load probe (the window adapts to the engine's running/waiting
 counts; in ``auto`` mode it also asks the engine once whether it runs a priority policy) and the tick
@@ -65,6 +71,7 @@ from autellix.engine_adapters.gate import AdmissionGate, CallTokens, CallUsage
 from autellix.engine_adapters.metrics import SidecarMetrics
 from autellix.engine_adapters.protocol import CallContext, ProtocolError, decode_call_context
 from autellix.engine_adapters.relay import SidecarError, error_response, forward_call, passthrough
+from autellix.engine_adapters.resume import why_not_resumable
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.scheduling.working_set import WorkingSetGate
 from autellix.engine_adapters.upstream import EngineClient, EngineUnavailable
@@ -95,6 +102,7 @@ class Sidecar:
             kv_capacity_tokens=settings.kv_capacity_tokens,
             kv_headroom=settings.kv_headroom,
             kv_budget=settings.kv_budget,
+            preempt=settings.preempt_settings(),
         )
         self.client = EngineClient(settings.engine_url, settings.connect_timeout, settings.engine_api_key)
         from_file = read_key_file(settings.api_key_file) if settings.api_key_file is not None else ()
@@ -303,7 +311,9 @@ async def _generate(request: web.Request, path: str) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     call = sidecar.queued_call(context, body)
-    admission_future = gate.enter(call, sidecar.call_tokens(call, body))
+    # rule 4: only a call that can be resumed faithfully may be stopped (resume.py rule 1)
+    resumable = settings.preempt and why_not_resumable(BY_PATH[path].name, body) is None
+    admission_future = gate.enter(call, sidecar.call_tokens(call, body), resumable=resumable)
     completed = False
     usage: CallUsage | None = None
     try:
@@ -324,8 +334,9 @@ async def _generate(request: web.Request, path: str) -> web.StreamResponse:
                 context.call_id, context.program_id, call.program_service, admission.level, admission.waited,
             )  # fmt: skip
         response, completed, report = await forward_call(
-            sidecar, request, path, raw, body, context.call_id, admission, deadline
-        )
+            sidecar, request, path, raw, body, context.call_id, admission, deadline,
+            resume_id=call.call_id if resumable else None,
+        )  # fmt: skip
         if report is not None:
             usage = CallUsage(
                 report.exec_time, report.prompt_tokens, report.output_tokens, report.cached_tokens

@@ -23,6 +23,10 @@ half an event anyway). Per event:
    ``content_block_delta``) are counted, as the output-token fallback (accounting.py).
 5. If the stream ends without its last event (engine aborted, connection lost), :meth:`finish` flushes the
    held tail, closes it as an event and appends the report, so the proxy still learns what happened.
+6. A resumable call (resume.py) gives a ``rewrite`` hook: every complete event passes through it
+   first (it may change or drop it) and the rules above apply to what it returns. When such a call is
+   stopped, :meth:`drop_partial` forgets the incomplete tail of the aborted stream (it was never
+   forwarded, and its tokens are not counted as generated), and the resumed stream is fed on.
 
 Feeding the same bytes in any split gives the same output bytes (the property the tests check).
 """
@@ -41,6 +45,7 @@ _EVENT_END = re.compile(rb"\r?\n\r?\n")
 _DONE = b"[DONE]"
 
 UsageReader = Callable[[Mapping[str, Any]], "Usage | None"]
+EventRewrite = Callable[[bytes], "bytes | None"]
 
 
 def _name_of(event: bytes) -> bytes | None:
@@ -68,8 +73,13 @@ class SseRelay:
     ``dialect`` (apis.py rule 3) says which event ends the stream and where usage and errors are."""
 
     def __init__(
-        self, client_wants_usage: bool, read_usage: UsageReader, dialect: StreamDialect = CHAT.dialect
+        self,
+        client_wants_usage: bool,
+        read_usage: UsageReader,
+        dialect: StreamDialect = CHAT.dialect,
+        rewrite: EventRewrite | None = None,
     ) -> None:
+        self._rewrite = rewrite
         self._strip_usage_chunk = not client_wants_usage and dialect.strips_usage_chunks
         self._read_usage = read_usage
         self._dialect = dialect
@@ -95,6 +105,11 @@ class SseRelay:
             end = match.end()
             event = buffer[start:end]
             start = end
+            if self._rewrite is not None:
+                rewritten = self._rewrite(event)
+                if rewritten is None:
+                    continue
+                event = rewritten
             if self._keep(event):
                 out.append(event)
             if self.done:
@@ -103,6 +118,10 @@ class SseRelay:
                 break
         self._buffer = buffer[start:]
         return b"".join(out)
+
+    def drop_partial(self) -> None:
+        """Rule 6: forget the incomplete tail of a stream that was stopped on purpose."""
+        self._buffer = b""
 
     def finish(self, report_line: bytes) -> bytes:
         """The stream's end: held tail, then ``report_line``, then the held last event (if any)."""

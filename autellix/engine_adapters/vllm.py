@@ -15,6 +15,8 @@ Theory of operation (the rules of base.py, as vLLM answers them)
 4. Usage: ``usage`` with ``prompt_tokens_details.cached_tokens`` (``--enable-prompt-tokens-details``);
    the engine's queue time from the per-request ``metrics.queue_time_ms``
    (``--enable-per-request-metrics``; on the usage chunk when streaming).
+5. Resume (base.py rule 6): supported. ``/v1/completions`` takes a token-id prompt and
+   ``return_token_ids: true`` returns the prompt's and every chunk's generated token ids.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class VllmAdapter(EngineAdapter):
     health_path = "/health"
     server_info_path = "/server_info?config_format=json"
     default_low_values_first = True
+    supports_resume = True
 
     def parse_load(self, path: str, text: str) -> EngineLoad:
         samples = scan_prometheus(text, (RUNNING, WAITING, *KV_USAGE, *PREEMPTIONS))

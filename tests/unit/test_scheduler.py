@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autellix.engine_adapters.admission import AdmissionWindow, EngineLoad, WindowParams
-from autellix.engine_adapters.scheduler import CallTokens, CallUsage, SidecarScheduler
+from autellix.engine_adapters.scheduler import CallTokens, CallUsage, PreemptParams, SidecarScheduler
 from autellix.engine_adapters.scheduling import QueuedCall, get_policy
 from autellix.engine_adapters.scheduling.working_set import WorkingSetGate, WorkingSetParams
 
@@ -143,3 +143,35 @@ def test_errors() -> None:
         s.select(0.5)
     with pytest.raises(ValueError, match="kv_headroom"):
         SidecarScheduler(get_policy("fcfs"), AdmissionWindow(), kv_headroom=1.5)
+
+
+def preempting() -> SidecarScheduler:
+    """One call at a time; abort-and-resume after a 1 s quantum (rule 5)."""
+    win = AdmissionWindow(WindowParams(initial=1, maximum=1, overprovision=0, adaptive=False))
+    return SidecarScheduler(get_policy("plas"), win, preempt=PreemptParams(min_run=1.0))
+
+
+def running_low_and_waiting_high() -> SidecarScheduler:
+    s = preempting()
+    s.enter(queued("low", service=20.0), 0.0, CallTokens(10, 500), resumable=True)
+    assert ids(s.select(0.0)) == ["low"]
+    s.enter(queued("high"), 2.0, CallTokens(10, 10))
+    assert s.select(2.0) == ()
+    return s
+
+
+def test_a_call_the_shell_can_no_longer_resume_is_never_stopped() -> None:
+    s = running_low_and_waiting_high()
+    s.no_longer_resumable("low")
+    s.no_longer_resumable("unknown")  # ignored
+    assert s.preempt(2.0) == ()
+
+
+def test_a_stopped_call_whose_stream_ended_before_the_stop_leaves_as_completed_not_aborted() -> None:
+    s = running_low_and_waiting_high()
+    assert [p.call_id for p in s.preempt(2.0)] == ["low"]
+    assert ids(s.select(2.0)) == ["high"]
+    departure = s.leave("low", 2.1, True, CallUsage(2.0, 10, 0, 500))
+    assert departure is not None and departure.was_admitted
+    stats = s.stats()
+    assert (stats.preempted, stats.aborted_waiting, stats.aborted_running) == (1, 0, 0)

@@ -100,3 +100,20 @@ def test_a_calls_kv_weight_is_its_prompt_and_its_capped_output_reserve(
     call = QueuedCall("c", "p", size=70)
     tokens = Sidecar(settings).call_tokens(call, body)
     assert (tokens.prompt, tokens.reserve) == (70, reserve)
+
+
+def test_preempt_is_off_by_default_and_takes_its_parameters(tmp_path: Path) -> None:
+    assert load_settings(SidecarSettings, parse([])).preempt_settings() is None
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("preempt: true\npreempt_params: {min_run: 0.5, level_gap: 1}\n")
+    settings = load_settings(SidecarSettings, parse(["--config", str(config), "--engine-kind", "sim"]))
+    params = settings.preempt_settings()
+    assert params is not None and (params.min_run, params.level_gap, params.max_preemptions) == (0.5, 1, 3)
+    with pytest.raises(SettingsError, match="preempt_params: unknown parameter"):
+        config.write_text("preempt: true\npreempt_params: {quantum: 1}\n")
+        load_settings(SidecarSettings, parse(["--config", str(config)]))
+
+
+def test_preempt_is_refused_for_sglang_which_preempts_natively() -> None:
+    with pytest.raises(SettingsError, match="SGLang preempts running calls natively"):
+        load_settings(SidecarSettings, parse(["--engine-kind", "sglang", "--preempt"]))

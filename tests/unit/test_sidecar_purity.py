@@ -15,7 +15,7 @@ import pytest
 import autellix.engine_adapters as engine_adapters
 from tests.unit.test_scheduling_purity import FORBIDDEN, imported_roots
 
-PURE = ("admission", "accounting", "apis", "sse", "base", "vllm", "sglang", "sim")
+PURE = ("admission", "accounting", "apis", "sse", "resume", "base", "vllm", "sglang", "sim")
 PACKAGE_DIR = Path(engine_adapters.__file__).parent
 
 
