@@ -20,7 +20,8 @@ import pytest
 
 from autellix.engine_adapters import protocol
 from tests.polling import wait_until
-from tests.real_vllm.conftest import ServiceFactory, VllmServer, metric_value
+from tests.real_vllm.conftest import VllmServer, metric_value
+from tests.services import ServiceFactory
 
 pytestmark = pytest.mark.real_vllm
 
