@@ -87,11 +87,17 @@ def test_plas_admits_a_short_program_ahead_of_a_long_programs_queue_and_fcfs_doe
         (0.14, "short", program("short", service=0.0), 5),
     ]
     for scheduler, expected in [
-        ("plas", ["long-0", "short", "long-1", "long-2", "long-3"]),
-        ("fcfs", ["long-0", "long-1", "long-2", "long-3", "short"]),
+        ("plas", ["long-0", "short", "long", "long", "long"]),
+        ("fcfs", ["long-0", "long", "long", "long", "short"]),
     ]:
         sidecar = sidecar_factory(engine.url, *ONE_AT_A_TIME, "--scheduler", scheduler, name=scheduler)
-        assert completion_order(sidecar.url, plan) == expected, scheduler
+        order = completion_order(sidecar.url, plan)
+        # long-1..3 share a program and a level: on a busy host their arrivals may swap, which is not
+        # what this test is about (where short goes is)
+        assert [name if name in ("long-0", "short") else "long" for name in order] == expected, (
+            scheduler,
+            order,
+        )
 
 
 def test_atlas_moves_parallel_calls_of_one_program_together(
