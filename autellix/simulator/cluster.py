@@ -114,6 +114,7 @@ class ClusterConfig:
     schedule_interval: int = 20  # engine mode: steps between preempting rounds (the paper's N)
     seed: int = 0  # generated token ids
     max_time: float | None = None  # stop the clock here (programs not done count as incomplete)
+    fast_decode: bool = True  # the engines' fast path (engine.py rule 7); False: the per-step reference
 
     def engine_config(self, profile: StepProfile, caching: bool, priority: bool) -> EngineConfig:
         return EngineConfig(
@@ -124,6 +125,7 @@ class ClusterConfig:
             enable_prefix_caching=caching,
             policy="priority" if priority else "fcfs",
             seed=self.seed,
+            fast_decode=self.fast_decode,
         )
 
     def window_params(self, max_num_seqs: int) -> WindowParams:
