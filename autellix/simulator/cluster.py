@@ -478,6 +478,9 @@ class _Cluster:
         if call.generated:
             stream = generated_token_stream(self.config.seed, call.call_id)
             prompt = prompt + [stream_token_id(stream, i) for i in range(call.generated)]
+        hashes: list[int] = []
+        if self.system.prefix_caching:
+            hashes = call.program.prompts.block_hashes(call.spec, prompt, self.block_size)
         eng.engine.add_request(
             SimRequest(
                 call.rid,
@@ -486,6 +489,7 @@ class _Cluster:
                 now,
                 level if self.system.engine_priority else 0,
                 token_key=call.call_id,
+                prefix_hashes=hashes,
             )
         )
         eng.requests[call.rid] = call
@@ -634,6 +638,7 @@ class _Cluster:
         record.output_tokens += spec.output_tokens
         program.remaining_output -= spec.output_tokens
         if record.calls_completed == record.num_calls:
+            program.prompts.forget()
             record.completion = now
             self.table.end(program.spec.program_id, now)
             return

@@ -21,12 +21,14 @@ Theory of operation
    in which that would not hold is left to the per-step path, see engine.py). The sum of the
    members' decode contexts ``sum(computed + 1)`` is ``base + size * g`` with
    ``base = sum(computed0 - clock0 + 1)``: one integer, exactly the per-step sum.
-3. Events. A member does something of its own only at a few clock values: it needs a new KV block
-   when its computed tokens reach its blocks' capacity, registers a block in the prefix cache when
-   its scheduled tokens fill one, and finishes in the step that generates its last token. Each
-   member sits in the bucket of its next event; a step handles only its bucket, in running order
-   (admission order, ``seq``), as the per-step walk would. Stale bucket entries (a member that left)
-   are skipped.
+3. Events. A member needs a new KV block when its computed tokens fill its blocks and registers a
+   block in the prefix cache when its scheduled tokens fill one; with a *tight* table (exactly the
+   blocks its computed tokens need, every full computed block registered, which is what the
+   per-step walk leaves) that happens when ``computed % block_size`` is 0, resp. ``block_size - 1``.
+   So a member's block events recur with period ``block_size`` at a fixed *phase*
+   ``(computed0 - clock0) % block_size``: members are kept in one list per phase (in running order,
+   ``seq``) and a step visits only the two lists whose turn it is, without rescheduling anything.
+   A decoder whose table is not tight stays an other. Finishes are bucketed by their clock.
 4. Lazy ids. Generated token ids are only needed to hash full blocks (prefix caching) and when a
    request leaves the group, so they are produced then, in order, with the same stream as the
    per-step path (:func:`fill_tokens`).
@@ -46,7 +48,6 @@ from autellix.simulator.tokenizer import NUM_SPECIAL, VOCAB_SIZE
 __all__ = ["DecodeGroup", "GroupMember", "fill_tokens"]
 
 _SPAN = VOCAB_SIZE - NUM_SPECIAL
-NEVER = 1 << 62  # an event that does not happen (prefix caching off: no registrations)
 
 
 class GroupMember(Protocol):
@@ -65,10 +66,7 @@ class GroupMember(Protocol):
     clock0: int
     computed0: int
     generated0: int
-    next_alloc: int
-    next_register: int
     next_finish: int
-    next_event: int
 
 
 M = TypeVar("M", bound=GroupMember)
@@ -94,9 +92,9 @@ def fill_tokens(req: GroupMember, length: int, block_size: int, caching: bool) -
 
 
 class DecodeGroup(Generic[M]):
-    """Members, their aggregate decode context and their event buckets (rules 1-3)."""
+    """Members, their aggregate decode context, phase lists and finish buckets (rules 1-3)."""
 
-    __slots__ = ("_buckets", "_seqs", "base", "block_size", "caching", "clock", "size")
+    __slots__ = ("_finish", "_phases", "_seqs", "base", "block_size", "caching", "clock", "size")
 
     def __init__(self, block_size: int, caching: bool) -> None:
         self.block_size = block_size
@@ -105,26 +103,39 @@ class DecodeGroup(Generic[M]):
         self.size = 0
         self.base = 0
         self._seqs: list[int] = []  # members' seq, sorted
-        self._buckets: dict[int, list[M]] = {}
+        self._phases: list[list[M]] = [[] for _ in range(block_size)]  # by phase, each by seq
+        self._finish: dict[int, list[M]] = {}
 
     # ----- membership ------------------------------------------------------------------------------
 
+    def can_join(self, req: M) -> bool:
+        """A decoder whose table is tight (rule 3)."""
+        bs = self.block_size
+        c = req.num_computed
+        if len(req.table.blocks) != -(-c // bs):
+            return False
+        if not self.caching:
+            return True
+        return req.table.num_cached == c // bs and len(req.block_hashes) == (c + 1) // bs
+
     def join(self, req: M) -> None:
-        """A decoder joins before the group step ``clock`` (rule 1)."""
+        """A tight decoder joins before the group step ``clock`` (rules 1-3)."""
         g = self.clock
         c = req.num_computed
         req.in_group = True
         req.clock0 = g
         req.computed0 = c
         req.generated0 = req.num_generated
-        bs = self.block_size
-        req.next_alloc = g + max(0, len(req.table.blocks) * bs - c)
-        req.next_register = g + max(0, (req.table.num_cached + 1) * bs - 1 - c) if self.caching else NEVER
         req.next_finish = g + req.output_len - req.num_generated - 1
         self.size += 1
         self.base += c - g + 1
         insort(self._seqs, req.seq)
-        self._schedule(req)
+        insort(self._phases[(c - g) % self.block_size], req, key=_seq_of)
+        bucket = self._finish.get(req.next_finish)
+        if bucket is None:
+            self._finish[req.next_finish] = [req]
+        else:
+            bucket.append(req)
 
     def leave(self, req: M, *, fill: bool = True) -> None:
         """Take a member out, its explicit fields settled (rule 5); ``fill=False`` skips the ids (a
@@ -135,6 +146,8 @@ class DecodeGroup(Generic[M]):
         self.base -= req.computed0 - req.clock0 + 1
         seqs = self._seqs
         del seqs[bisect_left(seqs, req.seq)]
+        phase = self._phases[(req.computed0 - req.clock0) % self.block_size]
+        del phase[bisect_left(phase, req.seq, key=_seq_of)]
 
     def settle(self, req: M, *, fill: bool = True) -> None:
         """Write the member's clock-implied counters (and ids) into its fields (it stays a member)."""
@@ -162,46 +175,37 @@ class DecodeGroup(Generic[M]):
         self.size = 0
         self.base = 0
         self._seqs.clear()
-        self._buckets.clear()
+        for phase in self._phases:
+            phase.clear()
+        self._finish.clear()
 
-    # ----- events ------------------------------------------------------------------------------------
+    # ----- events of the current step ----------------------------------------------------------------
 
-    def _schedule(self, req: M) -> None:
-        nxt = min(req.next_alloc, req.next_register, req.next_finish)
-        req.next_event = nxt
-        bucket = self._buckets.get(nxt)
-        if bucket is None:
-            self._buckets[nxt] = [req]
-        else:
-            bucket.append(req)
+    def allocating(self) -> list[M]:
+        """Members that need a new block in this step (computed % block_size == 0), by seq."""
+        return self._phases[-self.clock % self.block_size]
 
-    def due(self) -> list[M]:
-        """Members with an event in the current step, in running order (stale entries dropped); the
-        bucket stays until :meth:`advance`."""
-        bucket = self._buckets.get(self.clock)
+    def registering(self) -> list[M]:
+        """Members whose scheduled tokens fill a block in this step, by seq (none without caching)."""
+        if not self.caching:
+            return []
+        return self._phases[(-self.clock - 1) % self.block_size]
+
+    def finishing(self) -> list[M]:
+        """Members that generate their last token in this step, by seq."""
+        bucket = self._finish.get(self.clock)
         if not bucket:
             return []
         g = self.clock
-        live = [r for r in bucket if r.in_group and r.next_event == g]
+        live = [r for r in bucket if r.in_group and r.next_finish == g]
         if len(live) > 1:
             live.sort(key=_seq_of)
         return live
 
     def advance(self) -> None:
-        """The current step is done: drop its bucket, move the clock."""
-        self._buckets.pop(self.clock, None)
+        """The current step is done: drop its finish bucket, move the clock."""
+        self._finish.pop(self.clock, None)
         self.clock += 1
-
-    def reschedule(self, req: M) -> None:
-        """After the member's events of the current step: its next one (from its table as it is now)."""
-        g = self.clock
-        bs = self.block_size
-        computed = req.computed0 + g - req.clock0 + 1  # after this step
-        if req.next_alloc <= g:
-            req.next_alloc = g + 1 + max(0, len(req.table.blocks) * bs - computed)
-        if req.next_register <= g:
-            req.next_register = g + 1 + max(0, (req.table.num_cached + 1) * bs - 1 - computed)
-        self._schedule(req)
 
 
 def _seq_of(req: GroupMember) -> int:

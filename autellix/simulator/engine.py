@@ -39,6 +39,7 @@ computed: the whole prompt at first, then one per decode step. ``step(now)`` is 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -86,6 +87,9 @@ class SimRequest:
     arrival_time: float
     priority: int = 0  # priority policy only; lower first, ties by arrival then submission order
     token_key: int | str | None = None  # key of its generated ids (default: request_id)
+    # kvcache.hash_token_blocks of the prompt's leading full blocks, when the caller has them (a
+    # simulation that hashed the shared history of a program's earlier call); the rest is hashed here.
+    prefix_hashes: Sequence[int] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +173,7 @@ class _Request:
     clock0: int = 0
     computed0: int = 0
     generated0: int = 0
-    next_alloc: int = 0
-    next_register: int = 0
     next_finish: int = 0
-    next_event: int = 0
 
 
 class SimEngine:
@@ -204,7 +205,7 @@ class SimEngine:
         self._finished = 0
         self._aborted = 0
         self._admitted = 0  # admissions so far: the next running spell's seq
-        self._fast = config.fast_decode
+        self._fast = config.fast_decode and config.block_size > 1  # (one-token blocks: per step)
         self._group: DecodeGroup[_Request] = DecodeGroup(config.block_size, config.enable_prefix_caching)
         self._formed = False  # the group holds the running decoders (rule 7)
         self._others: list[_Request] = []  # running requests outside the group, in running order
@@ -235,8 +236,14 @@ class SimEngine:
             )
         if request.priority != 0 and cfg.policy != "priority":
             raise ValueError(f"Got priority {request.priority} but priority scheduling is not enabled.")
+        if len(request.prefix_hashes) > prompt_len // cfg.block_size:
+            raise ValueError("prefix_hashes names more blocks than the prompt has")
         tokens = list(request.prompt_token_ids)
-        hashes = hash_token_blocks(tokens, cfg.block_size) if cfg.enable_prefix_caching else []
+        hashes = (
+            hash_token_blocks(tokens, cfg.block_size, list(request.prefix_hashes))
+            if cfg.enable_prefix_caching
+            else []
+        )
         key = request.token_key if request.token_key is not None else rid
         req = _Request(
             request_id=rid,
@@ -499,7 +506,11 @@ class SimEngine:
         group = self._group
         others = self._others
         for req in self._running:
-            if len(req.tokens) - req.num_computed == 1 and req.num_computed >= req.prefill_end:
+            if (
+                len(req.tokens) - req.num_computed == 1
+                and req.num_computed >= req.prefill_end
+                and group.can_join(req)
+            ):
                 group.join(req)
             else:
                 others.append(req)
@@ -554,12 +565,16 @@ class SimEngine:
         if rest > budget:
             return None
         budget -= rest
-        due = group.due()
-        for req in due:
-            if req.next_alloc == g:
-                need += -(-(req.computed0 + g - req.clock0 + 1) // bs) - len(req.table.blocks)
-        if need > kv.num_free_blocks:
+        allocating = group.allocating()
+        if need + len(allocating) > kv.num_free_blocks:  # a tight member needs one block
             return None
+        registering = group.registering()
+        if not registering:
+            due = allocating
+        elif not allocating:
+            due = registering
+        else:
+            due = sorted(allocating + registering, key=_seq_of)
         # 2. The walk itself, in running order: others and the members with a block event.
         scheduled: list[_Request] = []
         i = 0
@@ -584,7 +599,7 @@ class SimEngine:
             group.advance()
             return StepResult(now, 0.0, (), (), 0, len(self._running), len(self._waiting))
         # 4. Execute: members implicitly; others, admitted and finishing members in running order.
-        finishing = [r for r in due if r.next_finish == g]
+        finishing = group.finishing()
         outputs: list[RequestOutput] = []
         num_tokens = group.size
         num_seqs = group.size + len(scheduled)
@@ -647,12 +662,14 @@ class SimEngine:
             self._member_finish(finishing[i], outputs)
             i += 1
         finished += nfin
-        for req in due:
-            if req.in_group:
-                group.reschedule(req)
         group.advance()
         for req in joiners:
-            group.join(req)
+            if group.can_join(req):
+                group.join(req)
+            else:
+                kept.append(req)
+        if len(kept) > 1 and joiners:
+            kept.sort(key=_seq_of)
         self._others = kept
         if finished:
             self._running = [r for r in self._running if r.status == _RUNNING]
@@ -673,12 +690,14 @@ class SimEngine:
         )
 
     def _member_blocks(self, req: _Request, g: int) -> None:
-        """A member's block allocation and prefix-cache registration in group step ``g``."""
+        """A member's block event in group step ``g`` (decode_group.py rule 3): a fresh block when its
+        computed tokens fill its blocks, else the registration of the block this step fills."""
+        bs = self.config.block_size
         total = req.computed0 + g - req.clock0 + 1
-        if req.next_alloc == g:
-            self._kv.allocate_slots(req.table, total)
-        if req.next_register == g:
-            fill_tokens(req, total, self.config.block_size, True)
+        if total % bs == 1 or bs == 1:
+            self._kv.append_block(req.table)
+        else:
+            fill_tokens(req, total, bs, True)
             self._kv.cache_full_blocks(req.table, req.block_hashes, total)
 
     def _member_finish(self, req: _Request, outputs: list[RequestOutput]) -> None:
@@ -768,3 +787,7 @@ class SimEngine:
 
     def waiting_ids(self) -> list[str]:
         return [r.request_id for r in self._waiting]
+
+
+def _seq_of(req: _Request) -> int:
+    return req.seq
