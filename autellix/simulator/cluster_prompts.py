@@ -114,11 +114,14 @@ def _longest_shared(
     best: list[int] = []
     shared = 0
     for other, kept in recent:
-        k = 0
-        for a, b in zip(indexes, other, strict=False):
-            if a != b:
-                break
-            k += 1
+        if len(other) > shared and indexes[: len(other)] == other:
+            k = len(other)  # the usual case: a chain's call extends an earlier prompt (compared in C)
+        else:
+            k = 0
+            for a, b in zip(indexes, other, strict=False):
+                if a != b:
+                    break
+                k += 1
         if k > shared:
             shared, best = k, kept
     return shared, best

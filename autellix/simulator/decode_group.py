@@ -80,7 +80,8 @@ def fill_tokens(req: GroupMember, length: int, block_size: int, caching: bool) -
     if have < length:
         stream = req.stream
         base = req.prompt_len
-        tokens += [NUM_SPECIAL + hash((stream, i - base)) % _SPAN for i in range(have, length)]
+        special, span = NUM_SPECIAL, _SPAN
+        tokens += [special + hash((stream, i)) % span for i in range(have - base, length - base)]
     if caching:
         hashes = req.block_hashes
         full = len(tokens) // block_size
