@@ -152,17 +152,20 @@ class KVCacheManager:
         needed = -(-num_tokens // self.block_size) - len(table.blocks) - len(computed_blocks)
         if needed < 0:
             needed = 0
-        revived = sum(1 for b in computed_blocks if ref[b] == 0)
-        if needed + revived > len(free):
-            return False
         blocks = table.blocks
-        for b in computed_blocks:
-            if ref[b] == 0:
-                del free[b]
-            ref[b] += 1
-            blocks.append(b)
         if computed_blocks:
+            # Hit blocks are distinct (one hash each), so their counts can be read once, in C.
+            counts = list(map(ref.__getitem__, computed_blocks))
+            if needed + counts.count(0) > len(free):
+                return False
+            for b, r in zip(computed_blocks, counts, strict=True):
+                if r == 0:
+                    del free[b]
+                ref[b] = r + 1
+            blocks.extend(computed_blocks)
             table.num_cached = len(blocks)
+        elif needed > len(free):
+            return False
         if needed:
             hashes = self._block_hash
             cached = self._cached
