@@ -36,7 +36,7 @@ CASES = (
     ("bfcl", "autellix", 2.5),
 )
 # The issue's sweep: 5 systems, 8 rates per workload from light load to past vllm-opt's knee.
-SWEEP_SYSTEMS = ("vllm", "vllm-opt", "mlfq", "autellix", "srpt")
+SWEEP_SYSTEMS = ("vllm", "vllm-opt", "mlfq", "autellix-las", "autellix")  # autellix bench's default
 SWEEP_RATES = {
     "sharegpt": (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0),
     "bfcl": (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0),
@@ -123,26 +123,45 @@ def compare(args: argparse.Namespace, tree: str) -> dict[str, Any]:
 
 
 def sweep(args: argparse.Namespace, tree: str) -> dict[str, Any]:
+    """Each workload's picked rates in one worker (``--jobs`` workers at once, as ``autellix bench
+    --jobs``); the estimate scales each workload's CPU time to all its rates, and divides the total by
+    the workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    plan = [(w, rates) for w, rates in SWEEP_RATES.items() if not args.workload or w in args.workload]
+    picks = [list(rates[args.sweep_stride - 1 :: args.sweep_stride]) or [rates[-1]] for _, rates in plan]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(
+            pool.map(
+                lambda job: spawn(tree, job[0], list(SWEEP_SYSTEMS), job[1], args.duration, True),
+                [(w, picked) for (w, _), picked in zip(plan, picks, strict=True)],
+            )
+        )
+    elapsed = time.perf_counter() - start
     rows = []
     estimate = 0.0
-    for workload, rates in SWEEP_RATES.items():
-        if args.workload and workload not in args.workload:
-            continue
-        picked = list(rates[args.sweep_stride - 1 :: args.sweep_stride]) or [rates[-1]]
-        start = time.perf_counter()
-        got = spawn(tree, workload, list(SWEEP_SYSTEMS), picked, args.duration, True)
-        elapsed = time.perf_counter() - start
+    for (workload, rates), picked, got in zip(plan, picks, results, strict=True):
         cpu = sum(r["cpu"] for r in got)
-        scaled = elapsed * len(rates) / len(picked)
+        scaled = cpu * len(rates) / len(picked)
         estimate += scaled
         print(
             f"{workload:9s} {len(picked)} of {len(rates)} rates x {len(SWEEP_SYSTEMS)} systems: "
-            f"wall {elapsed:.0f} s (sim cpu {cpu:.0f} s) -> {scaled:.0f} s for all rates",
+            f"sim cpu {cpu:.0f} s -> {scaled:.0f} s for all rates",
             flush=True,
         )
         rows += got
-    print(f"estimated full sweep (wall, this machine as loaded now): {estimate / 60:.1f} min")
-    return {"runs": rows, "estimated_sweep_seconds": estimate, "stride": args.sweep_stride}
+    print(f"wall {elapsed:.0f} s for the picked runs with {args.jobs} worker(s)")
+    print(
+        f"estimated full sweep: {estimate / 60:.1f} min of simulation CPU, "
+        f"{estimate / 60 / args.jobs:.1f} min with {args.jobs} worker(s) (workload generation not counted)"
+    )
+    return {
+        "runs": rows,
+        "estimated_sweep_cpu_seconds": estimate,
+        "stride": args.sweep_stride,
+        "jobs": args.jobs,
+    }
 
 
 def main() -> None:
@@ -169,6 +188,7 @@ def main() -> None:
         "--sweep", action="store_true", help="time the issue's sweep instead (fast path only)"
     )
     parser.add_argument("--sweep-stride", type=int, default=1, help="--sweep: every n-th rate, extrapolated")
+    parser.add_argument("--jobs", type=int, default=1, help="--sweep: workloads in parallel workers")
     parser.add_argument("--out", default="results/bench_sim_speed.json")
     args = parser.parse_args()
     tree = str(Path(__file__).resolve().parent.parent)
