@@ -198,6 +198,9 @@ class WorkingSetGate:
         # (None: to be found again, after the resident holding it left).
         self._own_tokens = 0
         self._shared_max: int | None = 0
+        # Idle residents by when their TTL runs out: (idle_since + ttl, idle_since, program id);
+        # entries of residents that became active again or left are stale and skipped.
+        self._idle: list[tuple[float, float, str]] = []
 
     # ----- configuration -----------------------------------------------------------------------------
 
@@ -333,6 +336,8 @@ class WorkingSetGate:
         self._recount(resident)
         if not resident.active:
             resident.idle_since = now
+            # Its TTL is fixed while it stays idle (a gap is learned only when a call arrives).
+            heapq.heappush(self._idle, (now + self._ttl(resident), now, pid))
 
     # ----- inspection ----------------------------------------------------------------------------------
 
@@ -494,8 +499,22 @@ class WorkingSetGate:
             self._shared_max = None
 
     def _expire_idle(self, now: float) -> None:
-        for pid in [p for p, r in self._residents.items() if self._expired_now(r, now)]:
-            self._expire(pid)
+        """Every resident ``_expired_now`` says is expired, found through the idle heap: a resident
+        whose deadline is past ``now`` by more than rounding is not expired, so the scan stops there."""
+        idle = self._idle
+        horizon = now + 1e-9 * max(1.0, abs(now))
+        kept: list[tuple[float, float, str]] = []
+        while idle and idle[0][0] <= horizon:
+            entry = heapq.heappop(idle)
+            resident = self._residents.get(entry[2])
+            if resident is None or resident.active or resident.idle_since != entry[1]:
+                continue  # stale: it became active again, or left
+            if self._expired_now(resident, now):
+                self._expire(entry[2])
+            else:
+                kept.append(entry)  # within rounding of its deadline: ask again next time
+        for entry in kept:
+            heapq.heappush(idle, entry)
 
     def _ttl(self, resident: _Resident) -> float:
         params = self.params
