@@ -70,3 +70,6 @@ class BenchSettings(ClusterSettings):
     )
     out_dir: str = Field("results/bench", description="where to write JSON, markdown and PNG plots")
     progress: bool = Field(True, description="show a progress bar")
+    jobs: int = Field(
+        1, ge=1, le=64, description="worker processes: workloads run in parallel (results are the same)"
+    )

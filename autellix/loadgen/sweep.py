@@ -7,6 +7,8 @@
 2. A run stops its clock at ``duration * drain_factor``; programs still running then count as
    incomplete (a sign that the rate is past the system's capacity) and are reported, not hidden.
 3. Results are plain dicts (JSON-ready): one row per (workload, system, rate) with the summary.
+4. ``--jobs N`` runs the workloads in N worker processes; the rows are the sequential run's, in its
+   order (issue 14 item 5: a sweep that fits in minutes on a few cores).
 """
 
 from __future__ import annotations
@@ -171,16 +173,19 @@ def run_bench(settings: BenchSettings) -> int:
     total = sum(len(rates) * len(presets) for _, rates in plan)
     rows: list[dict[str, Any]] = []
     with tqdm(total=total, disable=not settings.progress, file=sys.stderr, unit="run") as bar:
-        for workload, rates in plan:
+        if settings.jobs > 1 and len(plan) > 1:
+            rows = _parallel(plan, presets, config, settings, bar)
+        else:
+            for workload, rates in plan:
 
-            def advance(r: dict[str, Any]) -> None:
-                bar.set_postfix_str(f"{r['workload']} {r['system']} {r['rate']}")
-                bar.update(1)
+                def advance(r: dict[str, Any]) -> None:
+                    bar.set_postfix_str(f"{r['workload']} {r['system']} {r['rate']}")
+                    bar.update(1)
 
-            try:
-                rows += sweep(workload, rates, presets, config, settings.seed, settings.duration, advance)
-            except ValueError as exc:
-                raise SettingsError(str(exc)) from exc
+                try:
+                    rows += sweep(workload, rates, presets, config, settings.seed, settings.duration, advance)
+                except ValueError as exc:
+                    raise SettingsError(str(exc)) from exc
     paths = write_report(
         rows,
         Path(settings.out_dir),
@@ -194,3 +199,32 @@ def run_bench(settings: BenchSettings) -> int:
     for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+def _sweep_workload(
+    job: tuple[str, tuple[float, ...], list[SystemPreset], ClusterConfig, int, float],
+) -> list[dict[str, Any]]:
+    return sweep(*job)
+
+
+def _parallel(
+    plan: Sequence[tuple[str, tuple[float, ...]]],
+    presets: list[SystemPreset],
+    config: ClusterConfig,
+    settings: BenchSettings,
+    bar: Any,
+) -> list[dict[str, Any]]:
+    """``--jobs``: one workload per worker process; the rows come back in the plan's order, so the
+    report is the sequential one (every run is a pure function of its inputs)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(w, rates, presets, config, settings.seed, settings.duration) for w, rates in plan]
+    out: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=min(settings.jobs, len(jobs))) as pool:
+        try:
+            for rows in pool.map(_sweep_workload, jobs):
+                bar.update(len(rows))
+                out += rows
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+    return out

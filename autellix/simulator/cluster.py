@@ -114,6 +114,7 @@ class ClusterConfig:
     schedule_interval: int = 20  # engine mode: steps between preempting rounds (the paper's N)
     seed: int = 0  # generated token ids
     max_time: float | None = None  # stop the clock here (programs not done count as incomplete)
+    fast_decode: bool = True  # the engines' fast path (engine.py rule 7); False: the per-step reference
 
     def engine_config(self, profile: StepProfile, caching: bool, priority: bool) -> EngineConfig:
         return EngineConfig(
@@ -124,6 +125,7 @@ class ClusterConfig:
             enable_prefix_caching=caching,
             policy="priority" if priority else "fcfs",
             seed=self.seed,
+            fast_decode=self.fast_decode,
         )
 
     def window_params(self, max_num_seqs: int) -> WindowParams:
@@ -476,6 +478,9 @@ class _Cluster:
         if call.generated:
             stream = generated_token_stream(self.config.seed, call.call_id)
             prompt = prompt + [stream_token_id(stream, i) for i in range(call.generated)]
+        hashes: list[int] = []
+        if self.system.prefix_caching:
+            hashes = call.program.prompts.block_hashes(call.spec, prompt, self.block_size)
         eng.engine.add_request(
             SimRequest(
                 call.rid,
@@ -484,6 +489,7 @@ class _Cluster:
                 now,
                 level if self.system.engine_priority else 0,
                 token_key=call.call_id,
+                prefix_hashes=hashes,
             )
         )
         eng.requests[call.rid] = call
@@ -632,6 +638,7 @@ class _Cluster:
         record.output_tokens += spec.output_tokens
         program.remaining_output -= spec.output_tokens
         if record.calls_completed == record.num_calls:
+            program.prompts.forget()
             record.completion = now
             self.table.end(program.spec.program_id, now)
             return

@@ -29,14 +29,21 @@ computed: the whole prompt at first, then one per decode step. ``step(now)`` is 
    only preempted is followed at once by the next one in the same call (vLLM's empty step takes no
    time), so a step with unfinished requests always schedules something. The engine never reads
    a clock: ``now`` is the caller's.
+7. Fast path (quiet steps, ``EngineConfig.fast_decode``): decoding requests live in a
+   :class:`~autellix.simulator.decode_group.DecodeGroup` and a step costs what changes in it. It
+   runs only when it provably makes the per-step walk's decisions (every running request reached
+   with budget left, every block allocation of the walk fits); otherwise the group is settled and
+   the per-step code above runs the step. Both give the same state, outputs and durations.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from autellix.simulator.decode_group import DecodeGroup, fill_tokens
 from autellix.simulator.kvcache import BlockTable, KVCacheManager, hash_token_blocks
 from autellix.simulator.request_queue import WaitingQueue, make_waiting_queue
 from autellix.simulator.stepmodel import StepProfile, StepShape
@@ -67,6 +74,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     policy: Literal["fcfs", "priority"] = "fcfs"
     seed: int = 0  # seed of the generated token ids (tokenizer.generated_token_id)
+    fast_decode: bool = True  # rule 7 (False: every step by the per-step walk, the reference)
 
 
 @dataclass(slots=True)
@@ -79,6 +87,9 @@ class SimRequest:
     arrival_time: float
     priority: int = 0  # priority policy only; lower first, ties by arrival then submission order
     token_key: int | str | None = None  # key of its generated ids (default: request_id)
+    # kvcache.hash_token_blocks of the prompt's leading full blocks, when the caller has them (a
+    # simulation that hashed the shared history of a program's earlier call); the rest is hashed here.
+    prefix_hashes: Sequence[int] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +167,13 @@ class _Request:
     first_scheduled_time: float | None = None
     num_preemptions: int = 0
     status: int = _WAITING
+    seq: int = 0  # admission order of its current running spell (the running list is in this order)
+    # Decode group (decode_group.py): membership, state at joining, next event clocks.
+    in_group: bool = False
+    clock0: int = 0
+    computed0: int = 0
+    generated0: int = 0
+    next_finish: int = 0
 
 
 class SimEngine:
@@ -186,6 +204,11 @@ class SimEngine:
         self._preempted_hits = 0
         self._finished = 0
         self._aborted = 0
+        self._admitted = 0  # admissions so far: the next running spell's seq
+        self._fast = config.fast_decode and config.block_size > 1  # (one-token blocks: per step)
+        self._group: DecodeGroup[_Request] = DecodeGroup(config.block_size, config.enable_prefix_caching)
+        self._formed = False  # the group holds the running decoders (rule 7)
+        self._others: list[_Request] = []  # running requests outside the group, in running order
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -213,8 +236,14 @@ class SimEngine:
             )
         if request.priority != 0 and cfg.policy != "priority":
             raise ValueError(f"Got priority {request.priority} but priority scheduling is not enabled.")
+        if len(request.prefix_hashes) > prompt_len // cfg.block_size:
+            raise ValueError("prefix_hashes names more blocks than the prompt has")
         tokens = list(request.prompt_token_ids)
-        hashes = hash_token_blocks(tokens, cfg.block_size) if cfg.enable_prefix_caching else []
+        hashes = (
+            hash_token_blocks(tokens, cfg.block_size, list(request.prefix_hashes))
+            if cfg.enable_prefix_caching
+            else []
+        )
         key = request.token_key if request.token_key is not None else rid
         req = _Request(
             request_id=rid,
@@ -238,6 +267,10 @@ class SimEngine:
         if req.status == _WAITING:
             self._waiting.remove(req)
         else:
+            if req.in_group:
+                self._group.leave(req, fill=False)
+            elif self._formed:
+                self._others.remove(req)
             self._running.remove(req)
         self._kv.free(req.table)
         self._aborted += 1
@@ -251,6 +284,9 @@ class SimEngine:
         req = self._requests.get(request_id)
         if req is None:
             return self._done.get(request_id)
+        if req.in_group:
+            computed, generated = self._group.counters(req)
+            return self._snapshot(req, "running", computed, generated)
         return self._snapshot(req, "waiting" if req.status == _WAITING else "running")
 
     # -- the step ---------------------------------------------------------------------------------
@@ -259,8 +295,14 @@ class SimEngine:
         """Schedule and run one engine step starting at ``now`` (rules 1-6).
 
         ``quiet`` reports only first tokens and finishes (for simulations that need no per-token
-        events); the engine's state advances exactly as without it.
+        events); the engine's state advances exactly as without it. Quiet steps take the fast path
+        when they can (rule 7).
         """
+        if quiet and self._fast:
+            result = self._group_step(now)
+            if result is not None:
+                return result
+        self._dissolve()
         preempted: list[_Request] = []
         while True:
             before = len(preempted)
@@ -371,6 +413,8 @@ class SimEngine:
             waiting.pop()
             running.append(req)
             req.status = _RUNNING
+            req.seq = self._admitted
+            self._admitted += 1
             req.num_computed = computed
             req.prefill_end = num_tokens
             if req.num_preemptions == 0:
@@ -455,6 +499,228 @@ class SimEngine:
             num_waiting=len(self._waiting),
         )
 
+    # -- the fast path (rule 7, decode_group.py) --------------------------------------------------
+
+    def _form(self) -> None:
+        """Put the running decoders into the group; the rest stay others (in running order)."""
+        group = self._group
+        others = self._others
+        for req in self._running:
+            if (
+                len(req.tokens) - req.num_computed == 1
+                and req.num_computed >= req.prefill_end
+                and group.can_join(req)
+            ):
+                group.join(req)
+            else:
+                others.append(req)
+        self._formed = True
+
+    def _dissolve(self) -> None:
+        """Settle every member so the per-step code sees explicit state (rule 7's fallback)."""
+        if not self._formed:
+            return
+        group = self._group
+        for req in self._running:
+            if req.in_group:
+                group.settle(req)
+                req.in_group = False
+        group.reset()
+        self._others = []
+        self._formed = False
+
+    def _group_step(self, now: float) -> StepResult | None:
+        """One quiet step by the group, or None (nothing changed) when the per-step walk could decide
+        otherwise: a running request it would not reach with budget left, or an allocation that could
+        fail (and preempt)."""
+        if not self._formed:
+            self._form()
+        group = self._group
+        others = self._others
+        kv = self._kv
+        bs = self.config.block_size
+        caching = self.config.enable_prefix_caching
+        g = group.clock
+        # 1. The walk's budget, decided without touching anything: members take 1 token each.
+        budget = self.config.max_num_batched_tokens
+        counts: list[int] = []
+        before = 0
+        need = 0
+        for req in others:
+            k = group.members_before(req.seq)
+            if k - before >= budget:
+                return None
+            budget -= k - before
+            before = k
+            n = len(req.tokens) - req.num_computed
+            if n > budget:
+                n = budget
+            counts.append(n)
+            budget -= n
+            total = req.num_computed + n
+            have = len(req.table.blocks)
+            if total > have * bs:
+                need += -(-total // bs) - have
+        rest = group.size - before
+        if rest > budget:
+            return None
+        budget -= rest
+        allocating = group.allocating()
+        if need + len(allocating) > kv.num_free_blocks:  # a tight member needs one block
+            return None
+        registering = group.registering()
+        if not registering:
+            due = allocating
+        elif not allocating:
+            due = registering
+        else:
+            due = sorted(allocating + registering, key=_seq_of)
+        # 2. The walk itself, in running order: others and the members with a block event.
+        scheduled: list[_Request] = []
+        i = 0
+        ndue = len(due)
+        for req, n in zip(others, counts, strict=True):
+            while i < ndue and due[i].seq < req.seq:
+                self._member_blocks(due[i], g)
+                i += 1
+            total = req.num_computed + n
+            table = req.table
+            if total > len(table.blocks) * bs:
+                kv.allocate_slots(table, total)
+            if caching and total // bs > table.num_cached:
+                kv.cache_full_blocks(table, req.block_hashes, total)
+            scheduled.append(req)
+        while i < ndue:
+            self._member_blocks(due[i], g)
+            i += 1
+        # 3. Admission, as the per-step path (no preemption happened).
+        self._admit(now, budget, scheduled, counts)
+        if not scheduled and not group.size:
+            group.advance()
+            return StepResult(now, 0.0, (), (), 0, len(self._running), len(self._waiting))
+        # 4. Execute: members implicitly; others, admitted and finishing members in running order.
+        finishing = group.finishing()
+        outputs: list[RequestOutput] = []
+        num_tokens = group.size
+        num_seqs = group.size + len(scheduled)
+        decode_ctx = group.decode_context()
+        generated = group.size
+        prefill_attn = 0.0
+        prompt_tokens = 0
+        finished = 0
+        joiners: list[_Request] = []
+        kept: list[_Request] = []
+        i = 0
+        nfin = len(finishing)
+        for req, n in zip(scheduled, counts, strict=True):
+            while i < nfin and finishing[i].seq < req.seq:
+                self._member_finish(finishing[i], outputs)
+                i += 1
+            c = req.num_computed
+            if n == 1:
+                decode_ctx += c + 1
+            else:
+                prefill_attn += n * (c + n * 0.5)
+            num_tokens += n
+            if c < req.prefill_end:
+                prompt_tokens += n
+            c += n
+            req.num_computed = c
+            tokens = req.tokens
+            if c != len(tokens):
+                kept.append(req)
+                continue
+            gen = req.num_generated + 1
+            req.num_generated = gen
+            generated += 1
+            tokens.append(NUM_SPECIAL + hash((req.stream, gen - 1)) % _SPAN)  # = tokenizer.stream_token_id
+            if caching and len(tokens) % bs == 0:
+                hashes = req.block_hashes
+                hashes.append(hash((hashes[-1] if hashes else 0, tuple(tokens[-bs:]))))
+            if gen == req.output_len:
+                finished += 1
+                kv.free(req.table)
+                req.status = _DONE
+                del self._requests[req.request_id]
+                self._retire(req, "finished")
+                outputs.append(
+                    RequestOutput(
+                        req.request_id, 1, gen, True, "length", req.num_cached_tokens,
+                        req.first_scheduled_time,
+                    )
+                )  # fmt: skip
+                continue
+            if gen == 1:
+                outputs.append(
+                    RequestOutput(
+                        req.request_id, 1, gen, False, None, req.num_cached_tokens,
+                        req.first_scheduled_time,
+                    )
+                )  # fmt: skip
+            joiners.append(req)  # it computed its whole sequence: a decoder from the next step on
+        while i < nfin:
+            self._member_finish(finishing[i], outputs)
+            i += 1
+        finished += nfin
+        group.advance()
+        for req in joiners:
+            if group.can_join(req):
+                group.join(req)
+            else:
+                kept.append(req)
+        if len(kept) > 1 and joiners:
+            kept.sort(key=_seq_of)
+        self._others = kept
+        if finished:
+            self._running = [r for r in self._running if r.status == _RUNNING]
+            self._finished += finished
+        duration = self.profile.step_time_s(StepShape(num_tokens, num_seqs, decode_ctx, prefill_attn))
+        self._steps += 1
+        self._busy_time += duration
+        self._prompt_tokens += prompt_tokens
+        self._generation_tokens += generated
+        return StepResult(
+            start=now,
+            duration=duration,
+            outputs=tuple(outputs),
+            preempted=(),
+            num_scheduled_tokens=num_tokens,
+            num_running=len(self._running),
+            num_waiting=len(self._waiting),
+        )
+
+    def _member_blocks(self, req: _Request, g: int) -> None:
+        """A member's block event in group step ``g`` (decode_group.py rule 3): a fresh block when its
+        computed tokens fill its blocks, else the registration of the block this step fills."""
+        bs = self.config.block_size
+        total = req.computed0 + g - req.clock0 + 1
+        if total % bs == 1 or bs == 1:
+            self._kv.append_block(req.table)
+        else:
+            fill_tokens(req, total, bs, True)
+            self._kv.cache_full_blocks(req.table, req.block_hashes, total)
+
+    def _member_finish(self, req: _Request, outputs: list[RequestOutput]) -> None:
+        """A member generates its last token in this step: it leaves the group and the engine."""
+        self._group.leave(req, fill=False)
+        req.num_computed += 1
+        req.num_generated += 1
+        self._kv.free(req.table)
+        req.status = _DONE
+        del self._requests[req.request_id]
+        self._retire(req, "finished")
+        outputs.append(
+            RequestOutput(
+                req.request_id,
+                1,
+                req.num_generated,
+                True,
+                "length",
+                req.num_cached_tokens,
+                req.first_scheduled_time,
+            )
+        )
+
     def _preempt(self, req: _Request) -> None:
         self._kv.free(req.table)
         req.num_computed = 0
@@ -466,13 +732,17 @@ class SimEngine:
     # -- observation ------------------------------------------------------------------------------
 
     def _snapshot(
-        self, req: _Request, status: Literal["waiting", "running", "finished", "aborted"]
+        self,
+        req: _Request,
+        status: Literal["waiting", "running", "finished", "aborted"],
+        computed: int | None = None,
+        generated: int | None = None,
     ) -> RequestState:
         return RequestState(
             request_id=req.request_id,
             status=status,
-            num_computed_tokens=req.num_computed,
-            num_generated=req.num_generated,
+            num_computed_tokens=req.num_computed if computed is None else computed,
+            num_generated=req.num_generated if generated is None else generated,
             num_cached_tokens=max(req.num_cached_tokens, 0),
             num_preemptions=req.num_preemptions,
             num_prompt_tokens=req.prompt_len,
@@ -517,3 +787,7 @@ class SimEngine:
 
     def waiting_ids(self) -> list[str]:
         return [r.request_id for r in self._waiting]
+
+
+def _seq_of(req: _Request) -> int:
+    return req.seq

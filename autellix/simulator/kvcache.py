@@ -134,14 +134,11 @@ class KVCacheManager:
         if not self.enable_prefix_caching:
             return []
         limit = min(len(block_hashes), (num_tokens - 1) // self.block_size)
-        cached = self._cached
-        hits: list[int] = []
-        for i in range(limit):
-            block = cached.get(block_hashes[i])
-            if block is None:
-                break
-            hits.append(block)
-        return hits
+        # The lookups run in C (a miss is None); the longest run is cut at the first miss.
+        found = list(map(self._cached.get, block_hashes[:limit]))
+        if None in found:
+            del found[found.index(None) :]
+        return found  # type: ignore[return-value]  # the Nones were cut
 
     def record_prefix_query(self, num_tokens: int, num_hit_tokens: int) -> None:
         self.prefix_queries += num_tokens
@@ -155,17 +152,20 @@ class KVCacheManager:
         needed = -(-num_tokens // self.block_size) - len(table.blocks) - len(computed_blocks)
         if needed < 0:
             needed = 0
-        revived = sum(1 for b in computed_blocks if ref[b] == 0)
-        if needed + revived > len(free):
-            return False
         blocks = table.blocks
-        for b in computed_blocks:
-            if ref[b] == 0:
-                del free[b]
-            ref[b] += 1
-            blocks.append(b)
         if computed_blocks:
+            # Hit blocks are distinct (one hash each), so their counts can be read once, in C.
+            counts = list(map(ref.__getitem__, computed_blocks))
+            if needed + counts.count(0) > len(free):
+                return False
+            for b, r in zip(computed_blocks, counts, strict=True):
+                if r == 0:
+                    del free[b]
+                ref[b] = r + 1
+            blocks.extend(computed_blocks)
             table.num_cached = len(blocks)
+        elif needed > len(free):
+            return False
         if needed:
             hashes = self._block_hash
             cached = self._cached
@@ -178,6 +178,17 @@ class KVCacheManager:
                 ref[b] = 1
                 blocks.append(b)
         return True
+
+    def append_block(self, table: BlockTable) -> None:
+        """Give ``table`` one fresh block (a decode crossing a block boundary); the caller has made
+        sure a block is free. The same as ``allocate_slots`` for one more block."""
+        b = self._free.popitem(last=False)[0]
+        h = self._block_hash[b]
+        if h is not None:
+            del self._cached[h]
+            self._block_hash[b] = None
+        self.ref_counts[b] = 1
+        table.blocks.append(b)
 
     def cache_full_blocks(
         self, table: BlockTable, block_hashes: Sequence[int], num_computed_tokens: int

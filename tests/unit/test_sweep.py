@@ -115,3 +115,16 @@ def test_a_ratio_the_grid_leaves_open_says_which_way() -> None:
     assert _ratio_cell(entry((3.0, False), (1.5, True)), "a", "b") == ">=2.00x"  # a beyond the top
     assert _ratio_cell(entry((1.5, True), (3.0, False)), "a", "b") == "<=0.50x"  # b beyond the top
     assert _ratio_cell(entry((3.0, False), (3.0, False)), "a", "b") == "-"  # both: nothing known
+
+
+def test_bench_jobs_give_the_sequential_rows(tmp_path: Path) -> None:
+    outputs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / jobs
+        args = ["bench", "--workload", "bfcl", "--workload", "sharegpt", "--rate", "0.5", "--duration", "6",
+                "--system", "vllm-opt", "--system", "autellix", "--no-progress", "--jobs", jobs,
+                "--out-dir", str(out)]  # fmt: skip
+        assert main(args) == 0
+        outputs.append(json.loads((out / "bench.json").read_text())["runs"])
+    assert outputs[0] == outputs[1]
+    assert [r["workload"] for r in outputs[0]] == ["bfcl", "bfcl", "sharegpt", "sharegpt"]

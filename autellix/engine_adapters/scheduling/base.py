@@ -35,6 +35,7 @@ from __future__ import annotations
 import heapq
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .calls import Admission, BatchPlan, Demotion, Fits, Promotion, QueuedCall, QueueEvents, QueueStats
@@ -174,6 +175,29 @@ class QueuePolicy(ABC):
         call.total_service += seconds
         call.quantum_used += seconds
         return self._after_service(call, now)
+
+    def record_services(self, charges: Sequence[tuple[str, float]], now: float) -> list[Demotion]:
+        """:meth:`record_service` for each ``(call_id, seconds)`` in order (a sidecar tick charges every
+        running call at once); the demotions, in that order."""
+        self._advance(now)
+        running = self._running
+        after = self._after_service
+        demotions: list[Demotion] = []
+        for call_id, seconds in charges:
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(f"service seconds must be finite and >= 0, got {seconds!r}")
+            call = running.get(call_id)
+            if call is None:
+                if call_id in self._waiting:
+                    raise ValueError(f"call {call_id!r} is waiting, not running: it cannot receive service")
+                continue
+            call.call_service += seconds
+            call.total_service += seconds
+            call.quantum_used += seconds
+            demotion = after(call, now)
+            if demotion is not None:
+                demotions.append(demotion)
+        return demotions
 
     def requeue(self, call_id: str, now: float) -> bool:
         """A running call left the engine without finishing (preempted, aborted for resume): it waits

@@ -49,6 +49,7 @@ import bisect
 import heapq
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .base import OrderKey, QueuePolicy
@@ -123,6 +124,32 @@ class MultiLevelQueue(QueuePolicy):
 
     def _initial_level(self, call: QueuedCall) -> int:
         return self.level_for_service(call.program_service)
+
+    def record_services(self, charges: Sequence[tuple[str, float]], now: float) -> list[Demotion]:
+        """The base's loop with rule 3's test inlined: ``_after_service`` only for a call that reached
+        its quantum (a sidecar tick charges every running call; few are due)."""
+        self._advance(now)
+        running = self._running
+        quanta = self._quanta
+        last = self._num_levels - 1
+        demotions: list[Demotion] = []
+        for call_id, seconds in charges:
+            if not math.isfinite(seconds) or seconds < 0:
+                raise ValueError(f"service seconds must be finite and >= 0, got {seconds!r}")
+            call = running.get(call_id)
+            if call is None:
+                if call_id in self._waiting:
+                    raise ValueError(f"call {call_id!r} is waiting, not running: it cannot receive service")
+                continue
+            call.call_service += seconds
+            call.total_service += seconds
+            used = call.quantum_used + seconds
+            call.quantum_used = used
+            if call.level < last and used >= quanta[call.level]:
+                demotion = self._after_service(call, now)
+                if demotion is not None:
+                    demotions.append(demotion)
+        return demotions
 
     def _after_service(self, call: QueuedCall, now: float) -> Demotion | None:
         start = level = call.level

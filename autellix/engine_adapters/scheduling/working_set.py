@@ -156,6 +156,7 @@ class _Resident:
     idle_since: float | None = None
     gap: float | None = None  # running average of its gaps, s
     last_gap: float = 0.0
+    counted: int = 0  # its footprint() as the gate's running total holds it
 
     def footprint(self) -> int:
         prompts = max((p for p, _ in self.active.values()), default=0)
@@ -192,7 +193,14 @@ class WorkingSetGate:
         self._stamp = 0
         self._clock = -math.inf
         self._admitted = self._displaced = self._expired = self._promoted = 0
-        self._tokens: int | None = None  # resident_tokens(), until a resident's calls or context change
+        # resident_tokens() kept as it changes (the shells ask at every admission decision and every
+        # routing view): the sum of the residents' own footprints, and the largest shared prefix
+        # (None: to be found again, after the resident holding it left).
+        self._own_tokens = 0
+        self._shared_max: int | None = 0
+        # Idle residents by when their TTL runs out: (idle_since + ttl, idle_since, program id);
+        # entries of residents that became active again or left are stale and skipped.
+        self._idle: list[tuple[float, float, str]] = []
 
     # ----- configuration -----------------------------------------------------------------------------
 
@@ -225,7 +233,7 @@ class WorkingSetGate:
         if resident is not None and not self._expired_now(resident, now):
             self._learn_gap(resident, now)
             resident.active[call.call_id] = (call.prompt_tokens, call.reserve_tokens)
-            self._tokens = None
+            self._recount(resident)
             resident.service = max(resident.service, call.service)
             return True
         if resident is not None:
@@ -233,7 +241,7 @@ class WorkingSetGate:
         if self._capacity is None:
             resident = self._make_resident(pid, now)
             resident.active[call.call_id] = (call.prompt_tokens, call.reserve_tokens)
-            self._tokens = None
+            self._recount(resident)
             resident.service = call.service
             return True
         waiting = self._waiting.get(pid)
@@ -315,7 +323,6 @@ class WorkingSetGate:
         if resident is None:
             return
         prompt, _ = resident.active.pop(call_id, (0, 0))
-        self._tokens = None
         resident.running.discard(call_id)
         if math.isfinite(exec_time) and exec_time > 0:
             resident.served += exec_time
@@ -324,8 +331,13 @@ class WorkingSetGate:
             resident.context = max(resident.context, used_prompt + output_tokens)
         if cached_tokens is not None and resident.shared is None:
             resident.shared = max(0, min(cached_tokens, used_prompt))
+            if self._shared_max is not None:
+                self._shared_max = max(self._shared_max, resident.shared)
+        self._recount(resident)
         if not resident.active:
             resident.idle_since = now
+            # Its TTL is fixed while it stays idle (a gap is learned only when a call arrives).
+            heapq.heappush(self._idle, (now + self._ttl(resident), now, pid))
 
     # ----- inspection ----------------------------------------------------------------------------------
 
@@ -338,12 +350,10 @@ class WorkingSetGate:
         return tuple(call_id for w in order for call_id in w.calls)
 
     def resident_tokens(self) -> int:
-        # Cached: the shells ask at every admission decision, and the sum runs over every resident.
-        if self._tokens is None:
-            residents = self._residents.values()
-            own = sum(r.footprint() for r in residents)
-            self._tokens = own + max((r.shared or 0 for r in residents), default=0)
-        return self._tokens
+        """Rule 1 summed over the residents: their own footprints + the largest shared prefix."""
+        if self._shared_max is None:
+            self._shared_max = max((r.shared or 0 for r in self._residents.values()), default=0)
+        return self._own_tokens + self._shared_max
 
     def resident_fraction(self) -> float | None:
         """The residents' footprint as a share of the cache (None: capacity unknown)."""
@@ -411,9 +421,8 @@ class WorkingSetGate:
         return prompts + sum(c.reserve_tokens for c in waiting.calls.values())
 
     def _make_resident(self, pid: str, now: float) -> _Resident:
-        resident = _Resident(pid, now)
+        resident = _Resident(pid, now)  # footprint 0: nothing active, no context yet
         self._residents[pid] = resident
-        self._tokens = None
         self._admitted += 1
         return resident
 
@@ -423,7 +432,7 @@ class WorkingSetGate:
         resident.service = waiting.service
         for call in waiting.calls.values():
             resident.active[call.call_id] = (call.prompt_tokens, call.reserve_tokens)
-        self._tokens = None
+        self._recount(resident)
         return list(waiting.calls)
 
     def _victim(self, head: _Waiting) -> str | None:
@@ -451,7 +460,7 @@ class WorkingSetGate:
 
     def _displace(self, pid: str, now: float) -> list[str]:
         resident = self._residents.pop(pid)
-        self._tokens = None
+        self._uncount(resident)
         self._displaced += 1
         calls = list(resident.active)
         if not calls:
@@ -474,13 +483,38 @@ class WorkingSetGate:
         )
 
     def _expire(self, pid: str) -> None:
-        del self._residents[pid]
-        self._tokens = None
+        self._uncount(self._residents.pop(pid))
         self._expired += 1
 
+    def _recount(self, resident: _Resident) -> None:
+        """The resident's calls, context or shared prefix changed: update the running total."""
+        fp = resident.footprint()
+        self._own_tokens += fp - resident.counted
+        resident.counted = fp
+
+    def _uncount(self, resident: _Resident) -> None:
+        """The resident left: take it out of the totals."""
+        self._own_tokens -= resident.counted
+        if self._shared_max is not None and (resident.shared or 0) >= self._shared_max:
+            self._shared_max = None
+
     def _expire_idle(self, now: float) -> None:
-        for pid in [p for p, r in self._residents.items() if self._expired_now(r, now)]:
-            self._expire(pid)
+        """Every resident ``_expired_now`` says is expired, found through the idle heap: a resident
+        whose deadline is past ``now`` by more than rounding is not expired, so the scan stops there."""
+        idle = self._idle
+        horizon = now + 1e-9 * max(1.0, abs(now))
+        kept: list[tuple[float, float, str]] = []
+        while idle and idle[0][0] <= horizon:
+            entry = heapq.heappop(idle)
+            resident = self._residents.get(entry[2])
+            if resident is None or resident.active or resident.idle_since != entry[1]:
+                continue  # stale: it became active again, or left
+            if self._expired_now(resident, now):
+                self._expire(entry[2])
+            else:
+                kept.append(entry)  # within rounding of its deadline: ask again next time
+        for entry in kept:
+            heapq.heappush(idle, entry)
 
     def _ttl(self, resident: _Resident) -> float:
         params = self.params
