@@ -63,6 +63,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from autellix.engine_adapters.accounting import requested_output_tokens
+from autellix.engine_adapters.sse import data_of
 
 __all__ = ["COPIED", "ResumeSession", "why_not_resumable"]
 
@@ -266,7 +267,7 @@ class ResumeSession:
             fast = self._fast(event)
             if fast is not None:
                 return fast
-        data = _data(event)
+        data = data_of(event)
         if data is None or data.strip() == b"[DONE]":
             return event
         try:
@@ -396,13 +397,3 @@ class ResumeSession:
             if isinstance(cached, int) and not isinstance(cached, bool):
                 out["prompt_tokens_details"] = {**details, "cached_tokens": min(cached, prompt)}
         return out
-
-
-def _data(event: bytes) -> bytes | None:
-    """The joined ``data:`` payload of one SSE event, None if it has none."""
-    parts = []
-    for line in event.splitlines():
-        if line.startswith(b"data:"):
-            value = line[5:]
-            parts.append(value[1:] if value.startswith(b" ") else value)
-    return b"\n".join(parts) if parts else None

@@ -58,7 +58,7 @@ def _name_of(event: bytes) -> bytes | None:
     return None
 
 
-def _data_of(event: bytes) -> bytes | None:
+def data_of(event: bytes) -> bytes | None:
     """The joined ``data:`` payload of one event (without its terminator), None if it has none."""
     parts = []
     for line in event.splitlines():
@@ -134,7 +134,7 @@ class SseRelay:
 
     def _keep(self, event: bytes) -> bool:
         """Classify one complete event; False drops it (the held last event is not kept either)."""
-        data = _data_of(event)
+        data = data_of(event)
         if data is None:
             return True
         dialect = self._dialect
