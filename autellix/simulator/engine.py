@@ -433,7 +433,6 @@ class SimEngine:
     def _execute(
         self, now: float, scheduled: list[_Request], counts: list[int], preempted: list[_Request], quiet: bool
     ) -> StepResult:
-        kv = self._kv
         bs = self.config.block_size
         caching = self.config.enable_prefix_caching
         outputs: list[RequestOutput] = []
@@ -466,15 +465,7 @@ class SimEngine:
                 hashes.append(hash((hashes[-1] if hashes else 0, tuple(tokens[-bs:]))))
             if g == req.output_len:
                 finished += 1
-                kv.free(req.table)
-                req.status = _DONE
-                del self._requests[req.request_id]
-                self._retire(req, "finished")
-                outputs.append(
-                    RequestOutput(
-                        req.request_id, 1, g, True, "length", req.num_cached_tokens, req.first_scheduled_time
-                    )
-                )
+                self._finish(req, outputs)
             elif g == 1 or not quiet:
                 outputs.append(
                     RequestOutput(
@@ -639,16 +630,7 @@ class SimEngine:
                 hashes.append(hash((hashes[-1] if hashes else 0, tuple(tokens[-bs:]))))
             if gen == req.output_len:
                 finished += 1
-                kv.free(req.table)
-                req.status = _DONE
-                del self._requests[req.request_id]
-                self._retire(req, "finished")
-                outputs.append(
-                    RequestOutput(
-                        req.request_id, 1, gen, True, "length", req.num_cached_tokens,
-                        req.first_scheduled_time,
-                    )
-                )  # fmt: skip
+                self._finish(req, outputs)
                 continue
             if gen == 1:
                 outputs.append(
@@ -705,21 +687,20 @@ class SimEngine:
         self._group.leave(req, fill=False)
         req.num_computed += 1
         req.num_generated += 1
+        self._finish(req, outputs)
+
+    def _finish(self, req: _Request, outputs: list[RequestOutput]) -> None:
+        """``req`` generated its last token: free its blocks, retire it and report its final output."""
         self._kv.free(req.table)
         req.status = _DONE
         del self._requests[req.request_id]
         self._retire(req, "finished")
         outputs.append(
             RequestOutput(
-                req.request_id,
-                1,
-                req.num_generated,
-                True,
-                "length",
-                req.num_cached_tokens,
+                req.request_id, 1, req.num_generated, True, "length", req.num_cached_tokens,
                 req.first_scheduled_time,
             )
-        )
+        )  # fmt: skip
 
     def _preempt(self, req: _Request) -> None:
         self._kv.free(req.table)
