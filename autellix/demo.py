@@ -88,6 +88,15 @@ def resume_setup(settings: DemoSettings) -> Setup:
                  preset)  # fmt: skip
 
 
+def residency_setup(settings: DemoSettings) -> Setup:
+    """The program-aware setup with the proxy's ``residency`` router instead of the locality one (issue
+    14 item 2: every call of a program goes to its home, new programs where the working set has room),
+    with the ``autellix`` preset routed the same way as its simulation."""
+    preset = dataclasses.replace(get_system("autellix"), queue=settings.scheduler).with_router("residency")
+    title = f"{settings.scheduler.upper()} sidecars (working-set gate), priority engines, residency router"
+    return Setup("autellix-residency", title, "priority", settings.scheduler, "residency", preset)
+
+
 def atlas_setup(settings: DemoSettings) -> Setup:
     """Today's program-aware sidecar before the working-set gate (``--working-set off --no-kv-budget``):
     what the gate is measured against (issue 14), with the ``autellix-las`` preset as its simulation."""

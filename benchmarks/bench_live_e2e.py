@@ -13,6 +13,9 @@ seconds per wall second), one setup after the other (``--setups``, default the f
 - ``autellix-resume`` (only when named in ``--setups``): ``autellix`` with abort-and-resume preemption
   in its sidecars (``--preempt``, issue 14 item 3; the ``autellix-resume`` preset's parameters, the
   minimum quantum scaled to wall time); the sidecars' preemption count is printed;
+- ``autellix-residency`` (only when named in ``--setups``): ``autellix`` with the proxy's ``residency``
+  router (issue 14 item 2; a program's calls all go to its home, new programs to the engine whose
+  working set has the most room), simulated as the ``autellix`` preset with ``--router residency``;
 - ``vllm-router-rr`` and ``vllm-router-ps``: vllm-router 0.1.17 (PyPI, Rust; its own environment, as
   ``bench_proxy_overhead.py`` makes it) directly in front of FCFS engines, no sidecar, with
   ``round_robin`` and with ``--enable-program-scheduling`` (how it is set up and fed program identity:
@@ -68,7 +71,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from autellix.demo import Setup, StackRun, atlas_setup, demo_programs, resume_setup, run_setup, setups
+from autellix.demo import (
+    Setup,
+    StackRun,
+    atlas_setup,
+    demo_programs,
+    residency_setup,
+    resume_setup,
+    run_setup,
+    setups,
+)
 from autellix.demo_config import DemoSettings
 from autellix.launch import ServiceStartError
 from autellix.records import ProgramRecord, percentile
@@ -80,9 +92,10 @@ from peer_router import MODES, router_setup, run_router
 from rust_routers import DEFAULT_VENV, RouterEnv, ensure_router_env
 
 TARGET = 2.0
-SETUPS = ("fcfs", "autellix", "atlas", *MODES, "autellix-resume")
+SETUPS = ("fcfs", "autellix", "atlas", *MODES, "autellix-resume", "autellix-residency")
 DEFAULT_SETUPS = ("fcfs", "autellix", "atlas", *MODES)
-SIMULATED = ("fcfs", "autellix", "atlas", "vllm-router-rr", "autellix-resume")  # a preset models these
+# a preset models these
+SIMULATED = ("fcfs", "autellix", "atlas", "vllm-router-rr", "autellix-resume", "autellix-residency")
 PEER = "vllm-router-ps"
 # a machine that kept up: programs started at most this late (p95, wall s), token gaps within 5%
 BUSY_LAG = 0.05
@@ -133,7 +146,8 @@ def contenders(settings: DemoSettings) -> dict[str, Setup]:
     baseline, aware = setups(settings)
     return {"fcfs": baseline, "autellix": aware, "atlas": atlas_setup(settings),
             **{name: router_setup(name) for name in MODES},
-            "autellix-resume": resume_setup(settings)}  # fmt: skip
+            "autellix-resume": resume_setup(settings),
+            "autellix-residency": residency_setup(settings)}  # fmt: skip
 
 
 def ratios(
