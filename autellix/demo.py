@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any
 
 from autellix.demo_config import DemoSettings
+from autellix.engine_adapters.scheduling.working_set import WorkingSetParams
 from autellix.launch import ServiceGroup, ServiceProcess, service, wait_backends_healthy
 from autellix.loadgen.live_config import SUMMARY_HEADER, format_table, result_rows, workload_params
 from autellix.loadgen.program import ProgramSpec
@@ -243,6 +244,21 @@ def scaled_queue_params(time_scale: float) -> dict[str, object]:
     }
 
 
+# the working-set gate's settings that are durations (seconds); the rest are ratios or an order
+_GATE_SECONDS = ("residency_quantum", "ttl_default", "ttl_min", "ttl_max", "service_floor")
+
+
+def scaled_gate_params(params: WorkingSetParams, time_scale: float) -> dict[str, object]:
+    """The preset's working-set gate with its durations in *wall* seconds, for the same reason as
+    :func:`scaled_queue_params`: the sidecar's gate runs on the wall clock (its quantum, its idle TTLs
+    and their clamps, its T = 0 guard), while the preset's figures are simulated seconds. Unscaled, a
+    live gate at time scale 0.2 would keep an idle resident's place, and refuse to displace one, five
+    times longer than the simulation of the same preset. Learned tool gaps are measured on the wall
+    clock already, so they need nothing."""
+    values = dataclasses.asdict(params)
+    return {name: value * time_scale if name in _GATE_SECONDS else value for name, value in values.items()}
+
+
 def _service(kind: str, log_dir: Path, args: list[str], name: str) -> ServiceProcess:
     """A service of the demo's own stack: dies with the demo, and ignores the caller's AUTELLIX_* variables
     (an exported AUTELLIX_API_KEY, say, would lock the demo's own load generator out)."""
@@ -272,14 +288,21 @@ def start_stack(settings: DemoSettings, setup: Setup, log_dir: Path, group: Serv
     engines = start_engines(settings, setup, log_dir, group)
     sidecar_args = ["--engine-kind", "sim", "--scheduler", setup.scheduler, "--window-mode", "fixed",
                     "--max-in-flight", str(settings.max_num_seqs + 2), "--log-level", "warning"]  # fmt: skip
-    if not has_gate(setup):  # the baseline and atlas: no working-set gate, no KV budget (the defaults)
+    gate = setup.preset.working_set
+    if gate is None:  # the baseline and atlas: no working-set gate, no KV budget (the defaults)
         sidecar_args += ["--working-set", "off", "--no-kv-budget"]
+    else:
+        sidecar_args += ["--working-set", gate.order]
     sidecars = [_service("sidecar", log_dir, ["--engine-url", e.url, *sidecar_args],
                         f"{setup.name}-sidecar-{i}")
                 for i, e in enumerate(engines)]  # fmt: skip
     if setup.scheduler != "fcfs":
         for sidecar in sidecars:
             sidecar.env["AUTELLIX_SCHEDULER_PARAMS"] = json.dumps(scaled_queue_params(settings.time_scale))
+    if gate is not None:
+        gate_params = json.dumps(scaled_gate_params(gate, settings.time_scale))
+        for sidecar in sidecars:
+            sidecar.env["AUTELLIX_WORKING_SET_PARAMS"] = gate_params
     if setup.preset.preempt is not None:  # abort-and-resume; its minimum quantum in wall seconds too
         params = setup.preset.preempt
         scaled = {**dataclasses.asdict(params), "min_run": params.min_run * settings.time_scale}
