@@ -19,7 +19,7 @@ def test_the_sidecar_gets_the_presets_gate_with_its_durations_in_wall_seconds(
 ) -> None:
     preset = WorkingSetParams(order="fifo", headroom=0.1, ttl_factor=3.0, beta=5.0, residency_quantum=20.0)
     monkeypatch.setenv("AUTELLIX_WORKING_SET_PARAMS", json.dumps(scaled_gate_params(preset, time_scale)))
-    gate = SidecarSettings(engine_url="http://127.0.0.1:1", working_set="fifo").working_set_gate_params()
+    gate = SidecarSettings.model_validate({"working_set": "fifo"}).working_set_gate_params()
     assert gate is not None
     for name in ("residency_quantum", "ttl_default", "ttl_min", "ttl_max", "service_floor"):
         assert getattr(gate, name) == pytest.approx(getattr(preset, name) * time_scale)
